@@ -1,0 +1,589 @@
+//! The config schema (`shoal.toml`), its embedded defaults, and validation
+//! with source spans. Parsing is pure: callers read files and pass text in.
+//!
+//! Errors in user-written config are [`miette`] diagnostics that point at the
+//! offending key (file:line:col).
+
+use miette::{Diagnostic, NamedSource, SourceSpan};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// The documented defaults, embedded in the binary.
+pub const DEFAULT_CONFIG: &str = include_str!("../default-config.toml");
+
+/// The adapters shoal knows.
+pub const ADAPTERS: &[&str] = &["pytest", "cargo", "command"];
+
+/// An error in user-written config, with the span it refers to.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("{message}")]
+#[diagnostic(code(shoal::config))]
+pub struct ConfigError {
+    pub message: String,
+    #[source_code]
+    pub src: NamedSource<String>,
+    #[label("{label}")]
+    pub span: Option<SourceSpan>,
+    pub label: String,
+    #[help]
+    pub help: Option<String>,
+}
+
+impl ConfigError {
+    /// `line:col` (1-based) of the error, when it has a span.
+    pub fn line_col(&self) -> Option<(usize, usize)> {
+        let span = self.span?;
+        let text = self.src.inner();
+        let upto = &text[..span.offset().min(text.len())];
+        let line = upto.matches('\n').count() + 1;
+        let col = upto.rfind('\n').map_or(upto.len(), |i| upto.len() - i - 1) + 1;
+        Some((line, col))
+    }
+}
+
+/// A command from config: a string runs through `sh -c` (it is the user's
+/// own shell code), an array is an argv run directly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandLine {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+impl CommandLine {
+    /// The argv to execute.
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            CommandLine::Shell(s) => vec!["sh".into(), "-c".into(), s.clone()],
+            CommandLine::Argv(v) => v.clone(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CommandLine {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CommandLine;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a shell command string or an array of arguments")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<CommandLine, E> {
+                Ok(CommandLine::Shell(s.to_owned()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<CommandLine, A::Error> {
+                let mut v = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    v.push(s);
+                }
+                if v.is_empty() {
+                    return Err(de::Error::invalid_length(0, &"at least the program name"));
+                }
+                Ok(CommandLine::Argv(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A duration written as `"30s"`, `"2m"`, `"1h 5m"` or a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as \"30s\" or \"2m\", or a number of seconds")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<HumanDuration, E> {
+                humantime::parse_duration(s).map(HumanDuration).map_err(|e| E::custom(format!("invalid duration {s:?}: {e}")))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<HumanDuration, E> {
+                u64::try_from(n).map(|n| HumanDuration(Duration::from_secs(n))).map_err(|_| E::custom("duration must not be negative"))
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<HumanDuration, E> {
+                Duration::try_from_secs_f64(n).map(HumanDuration).map_err(|_| E::custom("duration must be a non-negative number of seconds"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A byte size written as `"1MiB"`, `"512KB"`, `"100"` or a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: f64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1000,
+            "kib" => 1024,
+            "m" | "mb" => 1000_000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1000_000_000,
+            "gib" => 1 << 30,
+            other => return Err(format!("unknown size unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)")),
+        };
+        Ok(ByteSize((n * mult as f64) as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size such as \"1MiB\" or a number of bytes")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(s).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<ByteSize, E> {
+                u64::try_from(n).map(ByteSize).map_err(|_| E::custom("size must not be negative"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `shoal.toml` as written (every key optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub run: RunSection,
+    #[serde(default)]
+    pub hooks: HooksSection,
+    #[serde(default)]
+    pub suites: BTreeMap<String, Spanned<SuiteSection>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    pub slots: Option<usize>,
+    pub retries: Option<u32>,
+    pub retry_threshold: Option<Spanned<f64>>,
+    pub repeat: Option<Spanned<u32>>,
+    pub timeout: Option<HumanDuration>,
+    pub kill_grace: Option<HumanDuration>,
+    pub output_cap: Option<ByteSize>,
+    pub slow_threshold: Option<HumanDuration>,
+    pub max_batch: Option<Spanned<usize>>,
+    pub default_duration: Option<HumanDuration>,
+    pub fail_on_flaky: Option<bool>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksSection {
+    /// Runs once per run before any test, in the project root.
+    pub worker_setup: Option<CommandLine>,
+    /// Runs once per slot before its first test, with `SHOAL_SLOT` set.
+    pub slot_setup: Option<CommandLine>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuiteSection {
+    pub adapter: Option<Spanned<String>>,
+    pub root: Option<PathBuf>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub timeout: Option<HumanDuration>,
+    pub retries: Option<u32>,
+    pub max_batch: Option<Spanned<usize>>,
+    pub default_duration: Option<HumanDuration>,
+    /// Extra arguments: to pytest (pytest) or to `cargo test --no-run` (cargo).
+    pub args: Option<Spanned<Vec<String>>>,
+    /// pytest: the Python interpreter.
+    pub python: Option<Spanned<String>>,
+    /// command: prints one test id per line.
+    pub list: Option<Spanned<CommandLine>>,
+    /// command: runs tests; `{tests}` expands to one argv entry per id and
+    /// `{junit}` to the path shoal reads the JUnit report from.
+    pub run: Option<Spanned<Vec<String>>>,
+    /// command: where the tool writes JUnit, when it cannot be told.
+    pub junit: Option<Spanned<PathBuf>>,
+}
+
+/// Fully resolved run settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSettings {
+    pub slots: usize,
+    pub retries: u32,
+    pub retry_threshold: f64,
+    pub repeat: u32,
+    pub timeout: Duration,
+    pub kill_grace: Duration,
+    pub output_cap: u64,
+    pub slow_threshold: Duration,
+    pub max_batch: usize,
+    pub default_duration: Duration,
+    pub fail_on_flaky: bool,
+}
+
+/// How a suite's tests are listed and run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdapterConfig {
+    Pytest { python: String, args: Vec<String> },
+    Cargo { args: Vec<String> },
+    Command { list: CommandLine, run: Vec<String>, junit: Option<PathBuf> },
+}
+
+impl AdapterConfig {
+    pub fn name(&self) -> &'static str {
+        match self {
+            AdapterConfig::Pytest { .. } => "pytest",
+            AdapterConfig::Cargo { .. } => "cargo",
+            AdapterConfig::Command { .. } => "command",
+        }
+    }
+}
+
+/// A fully resolved suite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SuiteConfig {
+    pub name: String,
+    pub adapter: AdapterConfig,
+    /// Absolute directory the suite's commands run in.
+    pub root: PathBuf,
+    pub env: BTreeMap<String, String>,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub max_batch: usize,
+    pub default_duration: Duration,
+}
+
+/// The resolved configuration of a project.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where the config came from (`None`: detected, zero config).
+    pub path: Option<PathBuf>,
+    pub project_root: PathBuf,
+    pub run: RunSettings,
+    pub hooks: HooksSection,
+    pub suites: Vec<SuiteConfig>,
+}
+
+impl PartialEq for HooksSection {
+    fn eq(&self, other: &Self) -> bool {
+        self.worker_setup == other.worker_setup && self.slot_setup == other.slot_setup
+    }
+}
+
+struct Ctx<'a> {
+    name: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: Option<std::ops::Range<usize>>, message: impl Into<String>, label: impl Into<String>, help: Option<String>) -> ConfigError {
+        ConfigError {
+            message: message.into(),
+            src: NamedSource::new(self.name, self.text.to_owned()),
+            span: span.map(|r| SourceSpan::from(r.start..r.end)),
+            label: label.into(),
+            help,
+        }
+    }
+}
+
+fn parse_file(name: &str, text: &str) -> Result<ConfigFile, ConfigError> {
+    toml::from_str::<ConfigFile>(text).map_err(|e| {
+        let ctx = Ctx { name, text };
+        let msg = e.message().to_owned();
+        let help = if msg.contains("unknown field") {
+            Some("see docs/config.md for every key shoal accepts".to_owned())
+        } else {
+            None
+        };
+        ctx.err(e.span(), format!("invalid config: {msg}"), "here", help)
+    })
+}
+
+fn default_file() -> ConfigFile {
+    parse_file("<built-in defaults>", DEFAULT_CONFIG).expect("built-in default config is valid")
+}
+
+impl Config {
+    /// Parses and validates a `shoal.toml`. `display_name` names the file in
+    /// diagnostics; relative suite roots resolve against `project_root`.
+    pub fn parse(display_name: &str, text: &str, project_root: &Path) -> Result<Config, ConfigError> {
+        let file = parse_file(display_name, text)?;
+        let ctx = Ctx { name: display_name, text };
+        let run = resolve_run(&ctx, &file.run, &default_file().run)?;
+        let mut suites = Vec::new();
+        for (name, section) in &file.suites {
+            suites.push(resolve_suite(&ctx, name, section, &run, project_root)?);
+        }
+        if suites.is_empty() {
+            return Err(ctx.err(
+                Some(0..0),
+                "no suites defined",
+                "expected at least one [suites.NAME] table",
+                Some("add e.g.\n[suites.tests]\nadapter = \"pytest\"\n(or delete shoal.toml to let shoal detect pytest and cargo projects)".into()),
+            ));
+        }
+        Ok(Config { path: Some(project_root.join(display_name)), project_root: project_root.to_owned(), run, hooks: file.hooks, suites })
+    }
+
+    /// Built-in run settings, with no suites.
+    pub fn default_run() -> RunSettings {
+        let ctx = Ctx { name: "<built-in defaults>", text: DEFAULT_CONFIG };
+        resolve_run(&ctx, &RunSection::default(), &default_file().run).expect("defaults are valid")
+    }
+
+    /// A config with the given (detected) suites and default settings.
+    pub fn zero_config(project_root: &Path, suites: Vec<(String, AdapterConfig, PathBuf)>) -> Config {
+        let run = Self::default_run();
+        let suites = suites
+            .into_iter()
+            .map(|(name, adapter, root)| SuiteConfig {
+                name,
+                adapter,
+                root,
+                env: BTreeMap::new(),
+                timeout: run.timeout,
+                retries: run.retries,
+                max_batch: run.max_batch,
+                default_duration: run.default_duration,
+            })
+            .collect();
+        Config { path: None, project_root: project_root.to_owned(), run, hooks: HooksSection::default(), suites }
+    }
+}
+
+fn resolve_run(ctx: &Ctx, file: &RunSection, def: &RunSection) -> Result<RunSettings, ConfigError> {
+    macro_rules! pick {
+        ($f:ident) => {
+            file.$f.clone().or_else(|| def.$f.clone()).expect(concat!("default for ", stringify!($f)))
+        };
+    }
+    let retry_threshold = pick!(retry_threshold);
+    if !(0.0..=1.0).contains(retry_threshold.get_ref()) {
+        return Err(ctx.err(Some(retry_threshold.span()), "retry_threshold must be between 0.0 and 1.0", "out of range", Some("e.g. 0.10 stops retrying once 10% of tests have failed".into())));
+    }
+    let repeat = pick!(repeat);
+    if *repeat.get_ref() == 0 {
+        return Err(ctx.err(Some(repeat.span()), "repeat must be at least 1", "zero", None));
+    }
+    let max_batch = pick!(max_batch);
+    if *max_batch.get_ref() == 0 {
+        return Err(ctx.err(Some(max_batch.span()), "max_batch must be at least 1", "zero", None));
+    }
+    Ok(RunSettings {
+        slots: pick!(slots),
+        retries: pick!(retries),
+        retry_threshold: *retry_threshold.get_ref(),
+        repeat: *repeat.get_ref(),
+        timeout: pick!(timeout).0,
+        kill_grace: pick!(kill_grace).0,
+        output_cap: pick!(output_cap).0,
+        slow_threshold: pick!(slow_threshold).0,
+        max_batch: *max_batch.get_ref(),
+        default_duration: pick!(default_duration).0,
+        fail_on_flaky: pick!(fail_on_flaky),
+    })
+}
+
+fn resolve_suite(ctx: &Ctx, name: &str, spanned: &Spanned<SuiteSection>, run: &RunSettings, project_root: &Path) -> Result<SuiteConfig, ConfigError> {
+    let s = spanned.get_ref();
+    let Some(adapter) = &s.adapter else {
+        return Err(ctx.err(
+            Some(spanned.span()),
+            format!("suite `{name}` has no adapter"),
+            "this suite",
+            Some(format!("add `adapter = \"...\"`, one of: {}", ADAPTERS.join(", "))),
+        ));
+    };
+    // Keys that belong to one adapter only.
+    let reject = |key: &str, span: Option<std::ops::Range<usize>>, a: &str| -> Result<(), ConfigError> {
+        match span {
+            Some(span) => Err(ctx.err(Some(span), format!("`{key}` is not a key of the {a} adapter"), "not valid here", Some(format!("see the {a} section of docs/config.md")))),
+            None => Ok(()),
+        }
+    };
+    let adapter_cfg = match adapter.get_ref().as_str() {
+        "pytest" => {
+            reject("list", s.list.as_ref().map(|v| v.span()), "pytest")?;
+            reject("run", s.run.as_ref().map(|v| v.span()), "pytest")?;
+            reject("junit", s.junit.as_ref().map(|v| v.span()), "pytest")?;
+            AdapterConfig::Pytest {
+                python: s.python.as_ref().map(|p| p.get_ref().clone()).unwrap_or_else(|| "python3".into()),
+                args: s.args.as_ref().map(|a| a.get_ref().clone()).unwrap_or_default(),
+            }
+        }
+        "cargo" => {
+            reject("python", s.python.as_ref().map(|v| v.span()), "cargo")?;
+            reject("list", s.list.as_ref().map(|v| v.span()), "cargo")?;
+            reject("run", s.run.as_ref().map(|v| v.span()), "cargo")?;
+            reject("junit", s.junit.as_ref().map(|v| v.span()), "cargo")?;
+            AdapterConfig::Cargo { args: s.args.as_ref().map(|a| a.get_ref().clone()).unwrap_or_default() }
+        }
+        "command" => {
+            reject("python", s.python.as_ref().map(|v| v.span()), "command")?;
+            reject("args", s.args.as_ref().map(|v| v.span()), "command")?;
+            let Some(list) = &s.list else {
+                return Err(ctx.err(Some(adapter.span()), format!("suite `{name}` uses the command adapter but has no `list` command"), "command adapter", Some("add `list = [\"./list-tests\"]`: a command printing one test id per line".into())));
+            };
+            let Some(runc) = &s.run else {
+                return Err(ctx.err(Some(adapter.span()), format!("suite `{name}` uses the command adapter but has no `run` command"), "command adapter", Some("add `run = [\"./run-tests\", \"--junit\", \"{junit}\", \"{tests}\"]`".into())));
+            };
+            if runc.get_ref().is_empty() {
+                return Err(ctx.err(Some(runc.span()), "`run` must name a program", "empty", None));
+            }
+            if !runc.get_ref().iter().any(|a| a == "{tests}") {
+                return Err(ctx.err(Some(runc.span()), "`run` must contain a `{tests}` argument", "no {tests} here", Some("`{tests}` expands to one argument per test id".into())));
+            }
+            if s.junit.is_none() && !runc.get_ref().iter().any(|a| a.contains("{junit}")) {
+                return Err(ctx.err(Some(runc.span()), "shoal cannot tell where this command writes JUnit", "no {junit} here", Some("pass `{junit}` in `run`, or set `junit = \"path/written/by/the/tool.xml\"`".into())));
+            }
+            AdapterConfig::Command { list: list.get_ref().clone(), run: runc.get_ref().clone(), junit: s.junit.as_ref().map(|j| j.get_ref().clone()) }
+        }
+        other => {
+            return Err(ctx.err(
+                Some(adapter.span()),
+                format!("unknown adapter `{other}` in suite `{name}`"),
+                "unknown adapter",
+                Some(format!("known adapters: {}", ADAPTERS.join(", "))),
+            ));
+        }
+    };
+    let max_batch = match &s.max_batch {
+        Some(m) if *m.get_ref() == 0 => return Err(ctx.err(Some(m.span()), "max_batch must be at least 1", "zero", None)),
+        Some(m) => *m.get_ref(),
+        None => run.max_batch,
+    };
+    let root = match &s.root {
+        Some(r) if r.is_absolute() => r.clone(),
+        Some(r) => project_root.join(r),
+        None => project_root.to_owned(),
+    };
+    Ok(SuiteConfig {
+        name: name.to_owned(),
+        adapter: adapter_cfg,
+        root,
+        env: s.env.clone(),
+        timeout: s.timeout.map_or(run.timeout, |d| d.0),
+        retries: s.retries.unwrap_or(run.retries),
+        max_batch,
+        default_duration: s.default_duration.map_or(run.default_duration, |d| d.0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse("shoal.toml", text, Path::new("/proj"))
+    }
+
+    #[test]
+    fn defaults_parse() {
+        let run = Config::default_run();
+        assert_eq!(run.retries, 0);
+        assert_eq!(run.output_cap, 1 << 20);
+        assert_eq!(run.retry_threshold, 0.10);
+    }
+
+    #[test]
+    fn full_config_resolves() {
+        let c = parse(
+            r#"
+[run]
+retries = 2
+timeout = "30s"
+output_cap = "64KiB"
+[hooks]
+slot_setup = "createdb test_$SHOAL_SLOT"
+[suites.py]
+adapter = "pytest"
+root = "python"
+args = ["-x"]
+timeout = "10s"
+[suites.tools]
+adapter = "command"
+list = ["./list.sh"]
+run = ["./run.sh", "--junit", "{junit}", "{tests}"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.run.retries, 2);
+        assert_eq!(c.run.output_cap, 64 * 1024);
+        assert_eq!(c.suites.len(), 2);
+        let py = c.suites.iter().find(|s| s.name == "py").unwrap();
+        assert_eq!(py.root, Path::new("/proj/python"));
+        assert_eq!(py.timeout, Duration::from_secs(10));
+        assert_eq!(py.retries, 2);
+        assert_eq!(c.hooks.slot_setup, Some(CommandLine::Shell("createdb test_$SHOAL_SLOT".into())));
+    }
+
+    #[test]
+    fn unknown_key_points_at_line_and_column() {
+        let e = parse("[run]\nretries = 1\nretires = 2\n").unwrap_err();
+        assert!(e.message.contains("unknown field `retires`"), "{}", e.message);
+        assert_eq!(e.line_col(), Some((3, 1)));
+    }
+
+    #[test]
+    fn unknown_adapter_is_labelled() {
+        let e = parse("[suites.a]\nadapter = \"jest\"\n").unwrap_err();
+        assert!(e.message.contains("unknown adapter `jest`"));
+        assert_eq!(e.line_col(), Some((2, 11)));
+        assert!(e.help.unwrap().contains("pytest"));
+    }
+
+    #[test]
+    fn malformed_toml_is_located() {
+        let e = parse("[run\nretries = 1\n").unwrap_err();
+        assert!(e.line_col().is_some());
+    }
+
+    #[test]
+    fn wrong_type_is_located() {
+        let e = parse("[run]\nretries = \"two\"\n").unwrap_err();
+        assert_eq!(e.line_col().map(|l| l.0), Some(2));
+    }
+
+    #[test]
+    fn command_adapter_requires_tests_placeholder() {
+        let e = parse("[suites.c]\nadapter = \"command\"\nlist = \"ls\"\nrun = [\"run\", \"{junit}\"]\n").unwrap_err();
+        assert!(e.message.contains("{tests}"), "{}", e.message);
+    }
+
+    #[test]
+    fn adapter_specific_key_rejected_elsewhere() {
+        let e = parse("[suites.c]\nadapter = \"cargo\"\npython = \"python3\"\n").unwrap_err();
+        assert!(e.message.contains("`python` is not a key of the cargo adapter"));
+        assert_eq!(e.line_col().map(|l| l.0), Some(3));
+    }
+
+    #[test]
+    fn out_of_range_threshold() {
+        let e = parse("[run]\nretry_threshold = 1.5\n[suites.a]\nadapter=\"cargo\"\n").unwrap_err();
+        assert!(e.message.contains("retry_threshold"));
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(ByteSize::parse("1MiB").unwrap().0, 1 << 20);
+        assert_eq!(ByteSize::parse("100").unwrap().0, 100);
+        assert_eq!(ByteSize::parse("2 KB").unwrap().0, 2000);
+        assert!(ByteSize::parse("3 parsecs").is_err());
+    }
+}

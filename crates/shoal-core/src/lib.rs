@@ -1,0 +1,10 @@
+//! shoal's shared vocabulary: the data model (tests, attempts, outcomes), the
+//! one [`Event`] type that feeds every reporter and store, and the config
+//! schema. No I/O happens here.
+
+pub mod config;
+pub mod event;
+pub mod model;
+
+pub use event::{Event, EVENT_SCHEMA_VERSION};
+pub use model::*;
