@@ -1,1 +1,96 @@
-//! placeholder
+//! Adapters: each knows one test tool — how to list its tests, how to run a
+//! batch of them as processes, and how to read the results back.
+
+use async_trait::async_trait;
+use shoal_core::config::SuiteConfig;
+use shoal_core::{Outcome, TestCase, TestResult};
+use shoal_exec::{ProcessExit, ProcessSpec};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Inputs to discovery.
+#[derive(Debug, Clone)]
+pub struct DiscoverCtx {
+    pub suite: SuiteConfig,
+    /// Per-run directory for adapter support files (e.g. the pytest plugin).
+    pub support_dir: PathBuf,
+    /// Extra environment for listing commands.
+    pub env: BTreeMap<String, String>,
+}
+
+/// Inputs to planning one batch on one slot.
+#[derive(Debug, Clone)]
+pub struct BatchCtx {
+    pub suite: SuiteConfig,
+    pub support_dir: PathBuf,
+    /// The slot's scratch directory (JUnit files and such go here).
+    pub scratch_dir: PathBuf,
+    /// A number unique within the slot, for naming per-batch files.
+    pub batch_seq: u64,
+    /// Environment for the test processes (suite env + SHOAL_* variables).
+    pub env: BTreeMap<String, String>,
+    pub output_cap: u64,
+}
+
+/// One process of a batch, and the tests it runs.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub spec: ProcessSpec,
+    /// The tests (by `TestCase`) this process runs, in order.
+    pub tests: Vec<TestCase>,
+    /// Where the process writes a JUnit report, if it does.
+    pub junit: Option<PathBuf>,
+}
+
+/// A message a runner sent on the progress pipe.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    Started { name: String },
+    Finished { name: String, outcome: Outcome, duration: Duration, message: Option<String> },
+}
+
+/// Discovery failed: the listing command could not run or its output made no sense.
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    #[error("failed to start `{program}`: {source}")]
+    Spawn { program: String, #[source] source: std::io::Error },
+    #[error("`{command}` failed with {status}\n{output}")]
+    ListFailed { command: String, status: String, output: String },
+    #[error("could not understand the output of `{command}`: {detail}")]
+    BadListOutput { command: String, detail: String },
+    #[error("i/o error on {path}: {source}")]
+    Io { path: PathBuf, #[source] source: std::io::Error },
+}
+
+#[async_trait]
+pub trait Adapter: Send + Sync + std::fmt::Debug {
+    fn name(&self) -> &'static str;
+    /// Lists the suite's tests.
+    async fn discover(&self, ctx: &DiscoverCtx) -> Result<Vec<TestCase>, AdapterError>;
+    /// Plans the processes that run `tests` (all of this suite), run in order.
+    fn plan(&self, tests: &[TestCase], ctx: &BatchCtx) -> Vec<Invocation>;
+    /// Whether invocations report per-test progress on the progress pipe.
+    fn reports_progress(&self) -> bool;
+    /// Parses one line from the progress pipe.
+    fn parse_progress(&self, line: &str) -> Option<Progress>;
+    /// Reads the results of a finished invocation: every test of `inv` for
+    /// which a result can be determined. Tests with no result are left out;
+    /// the engine attributes them (crash, timeout, requeue or lost).
+    fn collect(&self, inv: &Invocation, exit: &ProcessExit, progress: &[Progress]) -> Vec<TestResult>;
+}
+
+pub mod cargo;
+pub mod command;
+pub mod junit;
+pub mod pytest;
+
+/// The adapter for a suite.
+pub fn adapter_for(suite: &SuiteConfig) -> Box<dyn Adapter> {
+    use shoal_core::config::AdapterConfig;
+    match &suite.adapter {
+        AdapterConfig::Pytest { python, args } => Box::new(pytest::PytestAdapter::new(python.clone(), args.clone())),
+        AdapterConfig::Cargo { args } => Box::new(cargo::CargoAdapter::new(args.clone())),
+        AdapterConfig::Command { list, run, junit } => Box::new(command::CommandAdapter::new(list.clone(), run.clone(), junit.clone())),
+    }
+}

@@ -1,0 +1,1 @@
+//! TODO(cargo): being written

@@ -1,0 +1,1 @@
+//! TODO(command): being written

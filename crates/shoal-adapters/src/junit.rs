@@ -1,0 +1,1 @@
+//! TODO(junit): being written

@@ -1,0 +1,1 @@
+//! TODO(pytest): being written

@@ -1,0 +1,1 @@
+//! cargo adapter against real fixtures.

@@ -1,0 +1,1 @@
+//! command adapter against real fixtures.

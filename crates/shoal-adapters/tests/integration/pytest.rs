@@ -1,0 +1,1 @@
+//! pytest adapter against real fixtures.
