@@ -1,1 +1,344 @@
-//! placeholder
+//! The engine: discovery, scheduling, slots and reporting for one run.
+//!
+//! Local mode is the distributed design in one process: a coordinator loop
+//! (owning the pure scheduler) and slot runners joined by channels.
+//!
+//! - [`project`]: finding and loading config (or detecting suites)
+//! - [`list`] / [`run`]: the two entry points the binary calls
+//! - `coordinator`: the actor loop that turns slot messages into events
+//! - `slot`: runs batches, attributes timeouts and crashes
+//! - `store_writer`: batches attempts into store transactions
+
+mod coordinator;
+pub mod git;
+pub mod hooks;
+pub mod project;
+mod slot;
+mod store_writer;
+
+use coordinator::{CoordOutcome, Coordinator};
+use shoal_adapters::{adapter_for, Adapter, AdapterError, DiscoverCtx};
+use shoal_core::config::{Config, SuiteConfig};
+use shoal_core::event::{Notice, NoticeLevel, RunFinished, RunStarted, SuiteDiscovered};
+use shoal_core::{now_epoch, Event, RunCounts, TestCase, TestId};
+use shoal_exec::{Executor, ProcessExecutor};
+use shoal_report::Reporter;
+use shoal_sched::{PlannedTest, SchedConfig, Scheduler};
+use shoal_store::{RunRecord, Store, StoreError};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use tokio_util::sync::CancellationToken as Cancel;
+
+/// A suite ready to run: its config and its adapter.
+#[derive(Debug, Clone)]
+pub struct SuiteRuntime {
+    pub config: SuiteConfig,
+    pub adapter: Arc<dyn Adapter>,
+}
+
+/// Which tests to run.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Substrings of test names; a test matches if any matches. Empty: all.
+    pub patterns: Vec<String>,
+    /// Suite names; empty: all suites.
+    pub suites: Vec<String>,
+}
+
+impl Selection {
+    fn wants_suite(&self, name: &str) -> bool {
+        self.suites.is_empty() || self.suites.iter().any(|s| s == name)
+    }
+
+    fn wants_test(&self, id: &TestId) -> bool {
+        self.patterns.is_empty() || self.patterns.iter().any(|p| id.name.contains(p.as_str()))
+    }
+}
+
+/// One suite's discovered and selected tests.
+#[derive(Debug, Clone)]
+pub struct Discovered {
+    pub suite: SuiteRuntime,
+    pub discovered: usize,
+    pub selected: Vec<TestCase>,
+    pub duration: f64,
+}
+
+/// Why a run could not be carried out (as opposed to tests failing).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("failed to discover the tests of suite `{suite}`: {source}")]
+    Discovery { suite: String, #[source] source: AdapterError },
+    #[error("unknown suite `{0}` (the config defines: {1})")]
+    UnknownSuite(String, String),
+    #[error("no tests matched the selection")]
+    NoTests,
+    #[error(transparent)]
+    Hook(#[from] hooks::HookError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("failed to prepare {path}: {source}")]
+    Io { path: PathBuf, #[source] source: std::io::Error },
+    #[error("the run could not go on: {0}")]
+    Slots(String),
+}
+
+/// Discovers the selected suites' tests (concurrently) and applies the selection.
+pub async fn list(config: &Config, selection: &Selection, support_dir: &std::path::Path) -> Result<Vec<Discovered>, EngineError> {
+    for s in &selection.suites {
+        if !config.suites.iter().any(|c| &c.name == s) {
+            let names: Vec<_> = config.suites.iter().map(|c| c.name.as_str()).collect();
+            return Err(EngineError::UnknownSuite(s.clone(), names.join(", ")));
+        }
+    }
+    std::fs::create_dir_all(support_dir).map_err(|source| EngineError::Io { path: support_dir.to_owned(), source })?;
+    let mut tasks = Vec::new();
+    for suite in config.suites.iter().filter(|s| selection.wants_suite(&s.name)) {
+        let runtime = SuiteRuntime { config: suite.clone(), adapter: Arc::from(adapter_for(suite)) };
+        let ctx = DiscoverCtx { suite: suite.clone(), support_dir: support_dir.to_owned(), env: suite.env.clone() };
+        tasks.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            let res = runtime.adapter.discover(&ctx).await;
+            (runtime, res, t0.elapsed().as_secs_f64())
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        let (suite, res, duration) = t.await.map_err(|e| EngineError::Slots(format!("discovery task failed: {e}")))?;
+        let tests = res.map_err(|source| EngineError::Discovery { suite: suite.config.name.clone(), source })?;
+        let discovered = tests.len();
+        let selected = tests.into_iter().filter(|t| selection.wants_test(&t.id)).collect();
+        out.push(Discovered { suite, discovered, selected, duration });
+    }
+    Ok(out)
+}
+
+/// Everything one run needs.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub config: Config,
+    pub selection: Selection,
+    /// Concurrent slots (already resolved; at least 1).
+    pub slots: usize,
+    pub repeat: u32,
+    /// Overrides every suite's `retries` when set.
+    pub retries: Option<u32>,
+    /// `.shoal` directory: run scratch space lives under `runs/`.
+    pub state_dir: PathBuf,
+    /// This worker's name (`local` for local runs).
+    pub worker: String,
+    /// Keep slot scratch directories after the run.
+    pub keep_scratch: bool,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub run_id: String,
+    pub counts: RunCounts,
+    pub interrupted: bool,
+    /// Executions that never got a final result (interrupted runs only).
+    pub not_run: usize,
+    /// Problems that did not stop the run (store writes, reporters).
+    pub warnings: Vec<String>,
+}
+
+impl RunReport {
+    /// The documented exit code: 0 passed, 1 tests failed, 130 interrupted.
+    pub fn exit_code(&self, fail_on_flaky: bool) -> i32 {
+        if self.interrupted {
+            130
+        } else if self.counts.failed > 0 || (fail_on_flaky && self.counts.flaky > 0) {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+/// Runs the selected tests, feeding every event to `reporter`.
+pub async fn run(req: RunRequest, store: Arc<dyn Store>, reporter: &mut dyn Reporter, cancel: CancellationToken) -> Result<RunReport, EngineError> {
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let start = now_epoch();
+    let root = req.config.project_root.clone();
+    let run_dir = req.state_dir.join("runs").join(&run_id);
+    let support_dir = run_dir.join("support");
+    let git = git::git_state(&root).await;
+
+    let base_env = BTreeMap::from([("SHOAL_RUN_ID".to_owned(), run_id.clone()), ("SHOAL_WORKER".to_owned(), req.worker.clone())]);
+    if let Some(hook) = &req.config.hooks.worker_setup {
+        let out = hooks::run_hook("worker_setup", hook, &root, &base_env).await?;
+        tracing::debug!(output = %out, "worker_setup finished");
+    }
+
+    let discovered = list(&req.config, &req.selection, &support_dir).await?;
+    let total_selected: usize = discovered.iter().map(|d| d.selected.len()).sum();
+    if total_selected == 0 {
+        return Err(EngineError::NoTests);
+    }
+
+    // Order by history: recent median durations, with fallbacks.
+    let ids: Vec<TestId> = discovered.iter().flat_map(|d| d.selected.iter().map(|t| t.id.clone())).collect();
+    let mut warnings = Vec::new();
+    let known = match store.duration_estimates(&ids).await {
+        Ok(k) => k,
+        Err(e) => {
+            warnings.push(format!("could not read test history, ordering without it: {e}"));
+            HashMap::new()
+        }
+    };
+    let mut planned = Vec::new();
+    for d in &discovered {
+        let cfg = &d.suite.config;
+        let tests: Vec<PlannedTest> = d
+            .selected
+            .iter()
+            .map(|case| PlannedTest { case: case.clone(), estimate: cfg.default_duration, retries: req.retries.unwrap_or(cfg.retries), max_batch: cfg.max_batch })
+            .collect();
+        planned.extend(shoal_sched::fill_estimates(tests, &known, cfg.default_duration));
+    }
+    let estimated_work: f64 = planned.iter().map(|p| p.estimate.as_secs_f64()).sum::<f64>() * req.repeat as f64;
+    let planned_count = planned.len() * req.repeat as usize;
+    let slots = req.slots.max(1).min(planned_count.max(1));
+    let slot_ids: Vec<u32> = (0..slots as u32).collect();
+    let sched = Scheduler::new(
+        SchedConfig { retry_threshold: req.config.run.retry_threshold, ..SchedConfig::default() },
+        planned,
+        req.repeat,
+        &slot_ids,
+    );
+
+    let mut emit_errors = Vec::new();
+    let mut emit = |reporter: &mut dyn Reporter, ev: Event| {
+        if let Err(e) = reporter.on_event(&ev) {
+            emit_errors.push(e.to_string());
+        }
+    };
+    emit(
+        reporter,
+        Event::RunStarted(RunStarted {
+            run_id: run_id.clone(),
+            commit: git.commit.clone(),
+            dirty: git.dirty,
+            slots,
+            worker: req.worker.clone(),
+            planned: planned_count,
+            repeat: req.repeat,
+            retries: req.retries.unwrap_or(req.config.run.retries),
+            estimated_work,
+            start,
+        }),
+    );
+    for d in &discovered {
+        emit(
+            reporter,
+            Event::SuiteDiscovered(SuiteDiscovered {
+                suite: d.suite.config.name.clone(),
+                adapter: d.suite.adapter.name().to_owned(),
+                discovered: d.discovered,
+                selected: d.selected.len(),
+                duration: d.duration,
+            }),
+        );
+    }
+    for w in &warnings {
+        emit(reporter, Event::Notice(Notice { level: NoticeLevel::Warn, message: w.clone() }));
+    }
+    store
+        .begin_run(&RunRecord {
+            run_id: run_id.clone(),
+            started: start,
+            commit: git.commit.clone(),
+            dirty: git.dirty,
+            worker: req.worker.clone(),
+            args: selection_summary(&req),
+            planned: planned_count,
+        })
+        .await?;
+
+    let suites: Arc<HashMap<String, SuiteRuntime>> =
+        Arc::new(discovered.iter().map(|d| (d.suite.config.name.clone(), d.suite.clone())).collect());
+    let executor: Arc<dyn Executor> = Arc::new(ProcessExecutor::default());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut slot_tasks = Vec::new();
+    for slot in &slot_ids {
+        let ctx = slot::SlotCtx {
+            slot: *slot,
+            worker: req.worker.clone(),
+            run_id: run_id.clone(),
+            scratch: run_dir.join(format!("slot-{slot}")),
+            support_dir: support_dir.clone(),
+            project_root: root.clone(),
+            suites: suites.clone(),
+            executor: executor.clone(),
+            tx: tx.clone(),
+            cancel: cancel.clone(),
+            kill_grace: req.config.run.kill_grace,
+            output_cap: req.config.run.output_cap,
+            slot_setup: req.config.hooks.slot_setup.clone(),
+        };
+        slot_tasks.push(tokio::spawn(ctx.run()));
+    }
+    drop(tx);
+
+    let writer = store_writer::StoreWriter::spawn(store.clone(), run_id.clone(), git.commit.clone(), git.dirty);
+    let mut coord = Coordinator {
+        sched,
+        reporter: &mut *reporter,
+        store: writer,
+        worker: req.worker.clone(),
+        cancel: cancel.clone(),
+        epoch: Instant::now(),
+        leases: HashMap::new(),
+        parked: Vec::new(),
+        outcome: CoordOutcome::default(),
+        broken_noticed: false,
+        emit_errors: Vec::new(),
+    };
+    coord.run(rx).await;
+    for t in slot_tasks {
+        let _ = t.await;
+    }
+    warnings.extend(coord.store.finish().await);
+    warnings.extend(std::mem::take(&mut coord.emit_errors));
+    let CoordOutcome { counts, not_run, slot_errors } = std::mem::take(&mut coord.outcome);
+    drop(coord);
+    if !slot_errors.is_empty() && counts.total() == 0 {
+        return Err(EngineError::Slots(slot_errors.join("; ")));
+    }
+
+    let interrupted = cancel.is_cancelled();
+    let report = RunReport { run_id: run_id.clone(), counts: counts.clone(), interrupted, not_run, warnings };
+    let exit_code = report.exit_code(req.config.run.fail_on_flaky);
+    let end = now_epoch();
+    for w in &report.warnings {
+        emit(reporter, Event::Notice(Notice { level: NoticeLevel::Warn, message: w.clone() }));
+    }
+    emit(reporter, Event::RunFinished(RunFinished { run_id: run_id.clone(), counts: counts.clone(), start, end, interrupted, not_run, exit_code }));
+    let mut report = report;
+    if let Err(e) = store.finish_run(&run_id, end, &counts, interrupted, exit_code).await {
+        report.warnings.push(format!("failed to record the end of the run: {e}"));
+    }
+    report.warnings.extend(emit_errors);
+    if !req.keep_scratch {
+        let _ = std::fs::remove_dir_all(&run_dir);
+    }
+    Ok(report)
+}
+
+fn selection_summary(req: &RunRequest) -> String {
+    let mut parts = Vec::new();
+    if !req.selection.suites.is_empty() {
+        parts.push(format!("--suite {}", req.selection.suites.join(",")));
+    }
+    parts.extend(req.selection.patterns.iter().cloned());
+    if req.repeat > 1 {
+        parts.push(format!("--repeat {}", req.repeat));
+    }
+    parts.join(" ")
+}

@@ -1,1 +1,325 @@
-fn main() {}
+//! The `shoal` binary: parses the command line, wires the engine, reporters
+//! and store together, and maps every outcome to a documented exit code.
+
+mod exit_code;
+mod init;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use exit_code::ShoalExitCode;
+use shoal_runner::project::{self, LoadError};
+use shoal_runner::{EngineError, RunRequest, Selection};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, about = "Run test suites fast: in parallel, ordered by history, with flaky tests retried and named.")]
+struct Cli {
+    /// Run as if started in DIR (the project root).
+    #[arg(short = 'C', long = "dir", global = true, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Discover and run tests.
+    Run(RunArgs),
+    /// Print the discovered tests.
+    List(ListArgs),
+    /// Write a commented shoal.toml for the detected project.
+    Init {
+        /// Overwrite an existing shoal.toml.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct SelectArgs {
+    /// Run only tests whose name contains one of these substrings.
+    #[arg(value_name = "PATTERN")]
+    patterns: Vec<String>,
+    /// Run only this suite (repeatable).
+    #[arg(long = "suite", value_name = "NAME")]
+    suites: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    select: SelectArgs,
+    /// Concurrent slots [default: logical cores].
+    #[arg(short = 'j', long = "slots", env = "SHOAL_SLOTS", value_name = "N")]
+    slots: Option<usize>,
+    /// Retry a failed test up to N times (on a different slot).
+    #[arg(long, env = "SHOAL_RETRIES", value_name = "N")]
+    retries: Option<u32>,
+    /// Run every selected test N times.
+    #[arg(long, env = "SHOAL_REPEAT", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: Option<u32>,
+    /// Write a JUnit XML report to PATH.
+    #[arg(long, value_name = "PATH")]
+    junit: Option<PathBuf>,
+    /// Write the event stream as JSON lines to PATH.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Exit with 1 when a test passed only on retry.
+    #[arg(long)]
+    fail_on_flaky: bool,
+    /// Print a line for every test, passes included.
+    #[arg(short, long)]
+    verbose: bool,
+    /// Colored output.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, env = "SHOAL_COLOR")]
+    color: ColorChoice,
+    /// Keep each slot's scratch directory under .shoal/runs/ after the run.
+    #[arg(long)]
+    keep_scratch: bool,
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    #[command(flatten)]
+    select: SelectArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ListFormat::Text)]
+    format: ListFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ListFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ShoalExitCode::Usage.into() } else { ShoalExitCode::Success.into() };
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: failed to start the async runtime: {e}");
+            return ShoalExitCode::Infrastructure.into();
+        }
+    };
+    runtime.block_on(real_main(cli)).into()
+}
+
+async fn real_main(cli: Cli) -> ShoalExitCode {
+    let root = match &cli.dir {
+        Some(d) => d.clone(),
+        None => match std::env::current_dir() {
+            Ok(d) => d,
+            Err(e) => return fail(ShoalExitCode::Infrastructure, format!("cannot read the current directory: {e}")),
+        },
+    };
+    let root = match std::fs::canonicalize(&root) {
+        Ok(r) => r,
+        Err(e) => return fail(ShoalExitCode::Usage, format!("cannot use {} as the project root: {e}", root.display())),
+    };
+    match cli.command {
+        Command::Init { force } => init_cmd(&root, force),
+        Command::List(args) => list_cmd(&root, args).await,
+        Command::Run(args) => run_cmd(&root, args).await,
+    }
+}
+
+fn fail(code: ShoalExitCode, message: impl std::fmt::Display) -> ShoalExitCode {
+    eprintln!("error: {message}");
+    code
+}
+
+fn load(root: &Path) -> Result<shoal_core::config::Config, ShoalExitCode> {
+    project::load_config(root).map_err(|e| match e {
+        LoadError::Config(diag) => {
+            eprintln!("{:?}", miette::Report::new(*diag));
+            ShoalExitCode::Usage
+        }
+        other => fail(ShoalExitCode::Usage, other),
+    })
+}
+
+fn engine_exit(e: &EngineError) -> ShoalExitCode {
+    match e {
+        EngineError::UnknownSuite(..) | EngineError::NoTests => ShoalExitCode::Usage,
+        _ => ShoalExitCode::Infrastructure,
+    }
+}
+
+fn init_cmd(root: &Path, force: bool) -> ShoalExitCode {
+    let path = root.join(project::CONFIG_FILE);
+    if path.exists() && !force {
+        return fail(ShoalExitCode::Usage, format!("{} exists (use --force to overwrite)", path.display()));
+    }
+    let suites = project::detect_suites(root);
+    if suites.is_empty() {
+        return fail(ShoalExitCode::Usage, format!("no pytest or Cargo project detected in {}", root.display()));
+    }
+    let text = init::render(root, &suites);
+    if let Err(e) = std::fs::write(&path, text) {
+        return fail(ShoalExitCode::Infrastructure, format!("failed to write {}: {e}", path.display()));
+    }
+    let names: Vec<_> = suites.iter().map(|s| format!("{} ({})", s.0, s.1.name())).collect();
+    println!("wrote {} with suites: {}", path.display(), names.join(", "));
+    ShoalExitCode::Success
+}
+
+async fn list_cmd(root: &Path, args: ListArgs) -> ShoalExitCode {
+    let config = match load(root) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let selection = Selection { patterns: args.select.patterns, suites: args.select.suites };
+    let support = tempdir_in_state(root);
+    let found = shoal_runner::list(&config, &selection, &support).await;
+    let _ = std::fs::remove_dir_all(&support);
+    let found = match found {
+        Ok(f) => f,
+        Err(e) => return fail(engine_exit(&e), e),
+    };
+    let mut out = String::new();
+    match args.format {
+        ListFormat::Text => {
+            for d in &found {
+                for t in &d.selected {
+                    out.push_str(&format!("{} {}\n", t.id.suite, t.id.name));
+                }
+            }
+        }
+        ListFormat::Json => {
+            let v: Vec<_> = found
+                .iter()
+                .flat_map(|d| d.selected.iter().map(|t| serde_json::json!({"suite": t.id.suite, "test": t.id.name, "group": t.group})))
+                .collect();
+            out = serde_json::to_string_pretty(&v).unwrap_or_default();
+            out.push('\n');
+        }
+    }
+    print_stdout(&out);
+    ShoalExitCode::Success
+}
+
+/// Writes to stdout; a closed pipe (`shoal list | head`) is not an error.
+fn print_stdout(s: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(s.as_bytes());
+}
+
+fn tempdir_in_state(root: &Path) -> PathBuf {
+    root.join(".shoal").join("runs").join(format!("list-{}", std::process::id()))
+}
+
+async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
+    let mut config = match load(root) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if args.fail_on_flaky {
+        config.run.fail_on_flaky = true;
+    }
+    let state_dir = root.join(".shoal");
+    if let Err(e) = std::fs::create_dir_all(&state_dir) {
+        return fail(ShoalExitCode::Infrastructure, format!("failed to create {}: {e}", state_dir.display()));
+    }
+    let store: Arc<dyn shoal_store::Store> = match shoal_store::SqliteStore::open(&state_dir.join("history.db")).await {
+        Ok(s) => Arc::new(s),
+        Err(e) => return fail(ShoalExitCode::Infrastructure, e),
+    };
+    let slots = match args.slots.or(Some(config.run.slots).filter(|s| *s > 0)) {
+        Some(n) => n,
+        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    };
+    let color = match args.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    let mut reporters: Vec<Box<dyn shoal_report::Reporter>> = Vec::new();
+    reporters.push(Box::new(shoal_report::terminal::TerminalReporter::new(
+        shoal_report::terminal::TerminalOptions {
+            progress_bar: std::io::stderr().is_terminal(),
+            color,
+            verbose: args.verbose,
+            slow_threshold: config.run.slow_threshold,
+            output_cap: config.run.output_cap,
+        },
+        Box::new(std::io::stdout()),
+    )));
+    if let Some(path) = &args.junit {
+        reporters.push(Box::new(shoal_report::junit::JunitReporter::new(path.clone())));
+    }
+    if let Some(path) = &args.json {
+        match shoal_report::json::JsonLinesReporter::create(path) {
+            Ok(r) => reporters.push(Box::new(r)),
+            Err(e) => return fail(ShoalExitCode::Usage, e),
+        }
+    }
+    let mut fanout = shoal_report::Fanout::new(reporters);
+    let cancel = shoal_runner::Cancel::new();
+    tokio::spawn(watch_signals(cancel.clone()));
+    let req = RunRequest {
+        selection: Selection { patterns: args.select.patterns, suites: args.select.suites },
+        slots,
+        repeat: args.repeat.unwrap_or(config.run.repeat),
+        retries: args.retries,
+        state_dir,
+        worker: "local".into(),
+        keep_scratch: args.keep_scratch,
+        config,
+    };
+    let fail_on_flaky = req.config.run.fail_on_flaky;
+    let result = shoal_runner::run(req, store, &mut fanout, cancel).await;
+    let finish_errors = shoal_report::Reporter::finish(&mut fanout);
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => return fail(engine_exit(&e), e),
+    };
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if let Err(e) = finish_errors {
+        eprintln!("error: {e}");
+        return ShoalExitCode::Infrastructure;
+    }
+    ShoalExitCode::from_run(report.exit_code(fail_on_flaky))
+}
+
+/// First Ctrl-C or SIGTERM: stop scheduling, kill running tests, write
+/// partial reports. A second one exits at once.
+async fn watch_signals(cancel: shoal_runner::Cancel) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else { return };
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        seen += 1;
+        if seen == 1 {
+            eprintln!("\ninterrupted: stopping running tests and writing reports (press Ctrl-C again to exit at once)");
+            cancel.cancel();
+        } else {
+            std::process::exit(ShoalExitCode::Interrupted as i32);
+        }
+    }
+}
