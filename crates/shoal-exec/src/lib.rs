@@ -3,8 +3,17 @@
 //! SIGTERM → grace → SIGKILL termination of the whole group.
 //!
 //! [`ProcessSpec`] says what to run; an [`Executor`] starts it and hands back
-//! a [`RunningProcess`]. The process executor is the only adapter today; a
-//! docker executor will implement the same trait.
+//! a [`RunningProcess`]. The [`ProcessExecutor`] (local processes, Linux) is
+//! the only adapter today; a docker executor will implement the same traits.
 
+mod error;
+mod executor;
+mod output;
+mod process_executor;
+mod progress;
 mod spec;
+
+pub use error::ExecError;
+pub use executor::{Executor, RunningProcess};
+pub use process_executor::ProcessExecutor;
 pub use spec::*;

@@ -1,0 +1,283 @@
+//! The process executor: runs a [`ProcessSpec`] as a child of this process,
+//! leader of its own process group, so that the whole tree can be signalled.
+//!
+//! The child gets `PR_SET_PDEATHSIG(SIGKILL)`, so it dies with shoal. Linux
+//! ties that signal to the *thread* that forked, so spawn from a long-lived
+//! thread (any tokio worker; not `spawn_blocking`).
+//!
+//! Group signals are only sent while the child is unreaped: its pid, which is
+//! the group id, cannot be reused before that. `wait` sees the exit through a
+//! pidfd, kills the leftovers of the group, and only then reaps the child.
+
+use crate::output::Capture;
+use crate::progress::ProgressLines;
+use crate::{
+    ExecError, Executor, ExitStatus, PROGRESS_FD, ProcessExit, ProcessSpec, RunningProcess,
+};
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::libc;
+use nix::sys::prctl;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::{Pid, dup2, getpid, getppid, pipe2};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::net::unix::pipe;
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+/// Environment variable telling the child where its progress pipe is.
+const PROGRESS_ENV: &str = "SHOAL_PROGRESS_FD";
+
+/// How long `wait` keeps reading output after the process group is gone,
+/// for pipes held open by a process that left the group.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs processes on this machine (Linux).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcessExecutor;
+
+#[async_trait::async_trait]
+impl Executor for ProcessExecutor {
+    async fn spawn(&self, spec: &ProcessSpec) -> Result<Box<dyn RunningProcess>, ExecError> {
+        Ok(Box::new(LocalProcess::spawn(spec)?))
+    }
+}
+
+#[derive(Debug)]
+struct LocalProcess {
+    child: Child,
+    program: String,
+    group: Arc<ProcessGroup>,
+    /// Readable once the child has exited, before it is reaped.
+    exit_fd: Option<AsyncFd<OwnedFd>>,
+    /// Taken by `wait`.
+    capture: Option<Capture>,
+    progress: Option<ProgressLines<pipe::Receiver>>,
+    started: Instant,
+    terminated: bool,
+    grace_kill: Option<JoinHandle<()>>,
+}
+
+impl LocalProcess {
+    fn spawn(spec: &ProcessSpec) -> Result<Self, ExecError> {
+        let (program, args) = spec.argv.split_first().ok_or(ExecError::EmptyArgv)?;
+        if !spec.cwd.is_dir() {
+            return Err(ExecError::MissingCwd {
+                dir: spec.cwd.clone(),
+            });
+        }
+        let spawn_error = |error| ExecError::Spawn {
+            program: program.clone(),
+            error,
+        };
+
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .current_dir(&spec.cwd)
+            .envs(&spec.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+
+        // Both ends are close-on-exec; the child gets its own copy at fd 3.
+        let (progress, progress_writer) = if spec.progress_pipe {
+            let (read, write) = pipe2(OFlag::O_CLOEXEC).map_err(|e| spawn_error(e.into()))?;
+            let read = pipe::Receiver::from_owned_fd(read).map_err(spawn_error)?;
+            cmd.env(PROGRESS_ENV, PROGRESS_FD.to_string());
+            (Some(ProgressLines::new(read)), Some(write))
+        } else {
+            // An inherited value would point at an unrelated descriptor.
+            cmd.env_remove(PROGRESS_ENV);
+            (None, None)
+        };
+
+        let parent = getpid();
+        let writer_fd = progress_writer.as_ref().map(AsRawFd::as_raw_fd);
+        // SAFETY: `prepare_child` only makes async-signal-safe system calls
+        // and does not allocate, as required between fork and exec.
+        unsafe { cmd.pre_exec(move || prepare_child(parent, writer_fd)) };
+
+        let mut child = cmd.spawn().map_err(spawn_error)?;
+        let started = Instant::now();
+        // Our copy of the write end must go, or the pipe never reaches EOF.
+        drop(progress_writer);
+
+        // Unreaped until `wait`, so the id is always there.
+        let pid = child
+            .id()
+            .and_then(|id| libc::pid_t::try_from(id).ok())
+            .map(Pid::from_raw)
+            .ok_or_else(|| spawn_error(io::Error::other("child vanished")))?;
+        Ok(LocalProcess {
+            capture: Some(Capture::start(
+                child.stdout.take(),
+                child.stderr.take(),
+                spec.output_cap,
+            )),
+            exit_fd: open_pidfd(pid),
+            child,
+            program: program.clone(),
+            group: Arc::new(ProcessGroup::new(pid)),
+            progress,
+            started,
+            terminated: false,
+            grace_kill: None,
+        })
+    }
+}
+
+/// Runs in the forked child before exec: async-signal-safe calls only.
+fn prepare_child(parent: Pid, progress_writer: Option<RawFd>) -> io::Result<()> {
+    prctl::set_pdeathsig(Signal::SIGKILL)?;
+    // If shoal died before the line above, nothing would ever kill us.
+    if getppid() != parent {
+        return Err(Errno::ESRCH.into());
+    }
+    match progress_writer {
+        // dup2 onto itself would keep close-on-exec set.
+        Some(PROGRESS_FD) => {
+            fcntl(PROGRESS_FD, FcntlArg::F_SETFD(FdFlag::empty()))?;
+        }
+        Some(fd) => {
+            dup2(fd, PROGRESS_FD)?;
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// A pidfd for `pid` (Linux 5.3+), or `None` if the kernel has none.
+fn open_pidfd(pid: Pid) -> Option<AsyncFd<OwnedFd>> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    let Ok(fd) = RawFd::try_from(fd) else {
+        return None;
+    };
+    if fd < 0 {
+        tracing::debug!("pidfd_open failed: {}", io::Error::last_os_error());
+        return None;
+    }
+    // SAFETY: the descriptor was just created and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an `OwnedFd` keeps its descriptor open and unchanged until dropped.
+    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok()
+}
+
+#[async_trait::async_trait]
+impl RunningProcess for LocalProcess {
+    async fn next_progress(&mut self) -> Option<String> {
+        self.progress.as_mut()?.next_line().await
+    }
+
+    async fn exited(&mut self) {
+        if let Some(exit_fd) = &self.exit_fd {
+            match exit_fd.readable().await {
+                // The guard is dropped without clearing readiness: later calls return at once.
+                Ok(_) => return,
+                Err(e) => tracing::debug!("waiting on the pidfd failed: {e}"),
+            }
+        }
+        // Without a pidfd this reaps the child, after which group signals
+        // could in theory hit a reused pid. `wait` reports any error.
+        let _ = self.child.wait().await;
+    }
+
+    fn terminate(&mut self, grace: Duration) {
+        self.terminated = true;
+        if self.grace_kill.is_some() {
+            return;
+        }
+        self.group.signal(Signal::SIGTERM);
+        let group = Arc::clone(&self.group);
+        self.grace_kill = Some(tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            group.signal(Signal::SIGKILL);
+        }));
+    }
+
+    fn kill(&mut self) {
+        self.terminated = true;
+        self.group.signal(Signal::SIGKILL);
+    }
+
+    async fn wait(mut self: Box<Self>) -> Result<ProcessExit, ExecError> {
+        self.exited().await;
+        // The child is a zombie at worst, so the group id is still ours.
+        self.group.signal(Signal::SIGKILL);
+        self.group.mark_reaped();
+        let status = self.child.wait().await.map_err(|error| ExecError::Wait {
+            program: self.program.clone(),
+            error,
+        })?;
+        let wall = self.started.elapsed();
+        let output = match self.capture.take() {
+            Some(capture) => capture.finish(DRAIN_TIMEOUT).await,
+            None => Default::default(),
+        };
+        Ok(ProcessExit {
+            status: match status.code() {
+                Some(code) => ExitStatus::Code(code),
+                None => ExitStatus::Signal(status.signal().unwrap_or_default()),
+            },
+            output,
+            wall,
+            terminated: self.terminated,
+        })
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+}
+
+impl Drop for LocalProcess {
+    /// A process dropped without `wait` takes its whole group with it.
+    fn drop(&mut self) {
+        self.group.signal(Signal::SIGKILL);
+        if let Some(grace_kill) = &self.grace_kill {
+            grace_kill.abort();
+        }
+    }
+}
+
+/// The child's process group; signalled only until the child is reaped.
+#[derive(Debug)]
+struct ProcessGroup {
+    pgid: Pid,
+    reaped: Mutex<bool>,
+}
+
+impl ProcessGroup {
+    fn new(pgid: Pid) -> Self {
+        ProcessGroup {
+            pgid,
+            reaped: Mutex::new(false),
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        // Held across the kill so that reaping cannot slip in between.
+        let reaped = self.reaped.lock().unwrap_or_else(PoisonError::into_inner);
+        if *reaped {
+            return;
+        }
+        match killpg(self.pgid, signal) {
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(e) => {
+                tracing::warn!(pgid = %self.pgid, ?signal, "failed to signal process group: {e}")
+            }
+        }
+    }
+
+    fn mark_reaped(&self) {
+        *self.reaped.lock().unwrap_or_else(PoisonError::into_inner) = true;
+    }
+}
