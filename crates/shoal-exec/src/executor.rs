@@ -1,6 +1,7 @@
 //! The executor traits: start a [`ProcessSpec`], then follow, stop and collect it.
 
 use crate::{ExecError, ProcessExit, ProcessSpec};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Starts processes somewhere (this machine, a container, ...).
@@ -20,18 +21,20 @@ pub trait RunningProcess: Send {
     /// Cancel safe.
     async fn next_progress(&mut self) -> Option<String>;
 
-    /// Resolves once the main child has exited (its group may live on).
-    /// Cancel safe and repeatable; lets a caller race a deadline before
-    /// [`wait`](RunningProcess::wait), which owns the process.
-    async fn exited(&mut self);
+    /// A handle that stops this process, usable while [`wait`] owns it.
+    ///
+    /// [`wait`]: RunningProcess::wait
+    fn terminator(&self) -> Terminator;
 
-    /// SIGTERM to the whole process group now; SIGKILL to the group after
-    /// `grace` if anything in it is still alive. Idempotent. Marks the exit
-    /// as terminated. Call within a tokio runtime.
-    fn terminate(&mut self, grace: Duration);
+    /// See [`Terminator::terminate`].
+    fn terminate(&mut self, grace: Duration) {
+        self.terminator().terminate(grace);
+    }
 
-    /// SIGKILL the whole group immediately. Marks the exit as terminated.
-    fn kill(&mut self);
+    /// See [`Terminator::kill`].
+    fn kill(&mut self) {
+        self.terminator().kill();
+    }
 
     /// Waits for the process to exit, kills whatever is left of its group,
     /// and collects its output (abandoning pipes still held open by a process
@@ -40,4 +43,34 @@ pub trait RunningProcess: Send {
 
     /// The child's pid, until it has been reaped.
     fn pid(&self) -> Option<u32>;
+}
+
+/// Stops a running process from anywhere (a timeout, a cancellation), also
+/// while [`RunningProcess::wait`] owns it. Cheap to clone. Stopping marks the
+/// exit as `terminated`; once the process has been reaped it does nothing.
+#[derive(Debug, Clone)]
+pub struct Terminator(Arc<dyn Terminate>);
+
+impl Terminator {
+    pub(crate) fn new(target: Arc<dyn Terminate>) -> Self {
+        Terminator(target)
+    }
+
+    /// SIGTERM to the whole process group now; SIGKILL to the group after
+    /// `grace` if anything in it is still alive. Idempotent. Call within a
+    /// tokio runtime.
+    pub fn terminate(&self, grace: Duration) {
+        Arc::clone(&self.0).terminate(grace);
+    }
+
+    /// SIGKILL to the whole process group now.
+    pub fn kill(&self) {
+        Arc::clone(&self.0).kill();
+    }
+}
+
+/// What each executor implements behind a [`Terminator`].
+pub(crate) trait Terminate: Send + Sync + std::fmt::Debug {
+    fn terminate(self: Arc<Self>, grace: Duration);
+    fn kill(self: Arc<Self>);
 }

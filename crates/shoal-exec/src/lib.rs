@@ -14,6 +14,6 @@ mod progress;
 mod spec;
 
 pub use error::ExecError;
-pub use executor::{Executor, RunningProcess};
+pub use executor::{Executor, RunningProcess, Terminator};
 pub use process_executor::ProcessExecutor;
 pub use spec::*;

@@ -7,12 +7,15 @@
 //!
 //! Group signals are only sent while the child is unreaped: its pid, which is
 //! the group id, cannot be reused before that. `wait` sees the exit through a
-//! pidfd, kills the leftovers of the group, and only then reaps the child.
+//! pidfd, kills the leftovers of the group, seals it against later signals
+//! (a pending SIGKILL after `grace`, say), and only then reaps the child.
 
+use crate::executor::Terminate;
 use crate::output::Capture;
 use crate::progress::ProgressLines;
 use crate::{
     ExecError, Executor, ExitStatus, PROGRESS_FD, ProcessExit, ProcessSpec, RunningProcess,
+    Terminator,
 };
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
@@ -24,13 +27,12 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
-use tokio::task::JoinHandle;
 
 /// Environment variable telling the child where its progress pipe is.
 const PROGRESS_ENV: &str = "SHOAL_PROGRESS_FD";
@@ -61,8 +63,6 @@ struct LocalProcess {
     capture: Option<Capture>,
     progress: Option<ProgressLines<pipe::Receiver>>,
     started: Instant,
-    terminated: bool,
-    grace_kill: Option<JoinHandle<()>>,
 }
 
 impl LocalProcess {
@@ -128,8 +128,6 @@ impl LocalProcess {
             group: Arc::new(ProcessGroup::new(pid)),
             progress,
             started,
-            terminated: false,
-            grace_kill: None,
         })
     }
 }
@@ -171,16 +169,11 @@ fn open_pidfd(pid: Pid) -> Option<AsyncFd<OwnedFd>> {
     unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok()
 }
 
-#[async_trait::async_trait]
-impl RunningProcess for LocalProcess {
-    async fn next_progress(&mut self) -> Option<String> {
-        self.progress.as_mut()?.next_line().await
-    }
-
+impl LocalProcess {
+    /// Resolves once the child has exited, leaving it unreaped if possible.
     async fn exited(&mut self) {
         if let Some(exit_fd) = &self.exit_fd {
             match exit_fd.readable().await {
-                // The guard is dropped without clearing readiness: later calls return at once.
                 Ok(_) => return,
                 Err(e) => tracing::debug!("waiting on the pidfd failed: {e}"),
             }
@@ -189,30 +182,22 @@ impl RunningProcess for LocalProcess {
         // could in theory hit a reused pid. `wait` reports any error.
         let _ = self.child.wait().await;
     }
+}
 
-    fn terminate(&mut self, grace: Duration) {
-        self.terminated = true;
-        if self.grace_kill.is_some() {
-            return;
-        }
-        self.group.signal(Signal::SIGTERM);
-        let group = Arc::clone(&self.group);
-        self.grace_kill = Some(tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            group.signal(Signal::SIGKILL);
-        }));
+#[async_trait::async_trait]
+impl RunningProcess for LocalProcess {
+    async fn next_progress(&mut self) -> Option<String> {
+        self.progress.as_mut()?.next_line().await
     }
 
-    fn kill(&mut self) {
-        self.terminated = true;
-        self.group.signal(Signal::SIGKILL);
+    fn terminator(&self) -> Terminator {
+        Terminator::new(Arc::clone(&self.group) as Arc<dyn Terminate>)
     }
 
     async fn wait(mut self: Box<Self>) -> Result<ProcessExit, ExecError> {
         self.exited().await;
         // The child is a zombie at worst, so the group id is still ours.
-        self.group.signal(Signal::SIGKILL);
-        self.group.mark_reaped();
+        let terminated = self.group.kill_leftovers_and_seal();
         let status = self.child.wait().await.map_err(|error| ExecError::Wait {
             program: self.program.clone(),
             error,
@@ -229,7 +214,7 @@ impl RunningProcess for LocalProcess {
             },
             output,
             wall,
-            terminated: self.terminated,
+            terminated,
         })
     }
 
@@ -241,32 +226,40 @@ impl RunningProcess for LocalProcess {
 impl Drop for LocalProcess {
     /// A process dropped without `wait` takes its whole group with it.
     fn drop(&mut self) {
-        self.group.signal(Signal::SIGKILL);
-        if let Some(grace_kill) = &self.grace_kill {
-            grace_kill.abort();
-        }
+        self.group.kill_leftovers_and_seal();
     }
 }
 
-/// The child's process group; signalled only until the child is reaped.
+/// The child's process group. Signals go out only until the group is sealed,
+/// just before the child is reaped.
 #[derive(Debug)]
 struct ProcessGroup {
     pgid: Pid,
-    reaped: Mutex<bool>,
+    state: Mutex<GroupState>,
+}
+
+#[derive(Debug, Default)]
+struct GroupState {
+    sealed: bool,
+    terminated: bool,
+    terminating: bool,
 }
 
 impl ProcessGroup {
     fn new(pgid: Pid) -> Self {
         ProcessGroup {
             pgid,
-            reaped: Mutex::new(false),
+            state: Mutex::default(),
         }
     }
 
-    fn signal(&self, signal: Signal) {
-        // Held across the kill so that reaping cannot slip in between.
-        let reaped = self.reaped.lock().unwrap_or_else(PoisonError::into_inner);
-        if *reaped {
+    /// The lock is held across each kill so that sealing cannot slip in between.
+    fn lock(&self) -> MutexGuard<'_, GroupState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn send(&self, state: &GroupState, signal: Signal) {
+        if state.sealed {
             return;
         }
         match killpg(self.pgid, signal) {
@@ -277,7 +270,37 @@ impl ProcessGroup {
         }
     }
 
-    fn mark_reaped(&self) {
-        *self.reaped.lock().unwrap_or_else(PoisonError::into_inner) = true;
+    /// SIGKILLs what is left of the group and stops all later signals.
+    /// Returns whether the process was terminated.
+    fn kill_leftovers_and_seal(&self) -> bool {
+        let mut state = self.lock();
+        self.send(&state, Signal::SIGKILL);
+        state.sealed = true;
+        state.terminated
+    }
+}
+
+impl Terminate for ProcessGroup {
+    fn terminate(self: Arc<Self>, grace: Duration) {
+        let mut state = self.lock();
+        if state.sealed || std::mem::replace(&mut state.terminating, true) {
+            return;
+        }
+        state.terminated = true;
+        self.send(&state, Signal::SIGTERM);
+        drop(state);
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let state = self.lock();
+            self.send(&state, Signal::SIGKILL);
+        });
+    }
+
+    fn kill(self: Arc<Self>) {
+        let mut state = self.lock();
+        if !state.sealed {
+            state.terminated = true;
+            self.send(&state, Signal::SIGKILL);
+        }
     }
 }

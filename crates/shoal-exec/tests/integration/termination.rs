@@ -57,14 +57,25 @@ async fn kill_is_immediate() {
 }
 
 #[tokio::test]
-async fn exited_lets_a_caller_enforce_a_deadline() {
-    let mut process = start(&spec(&["sleep", "100"])).await;
-    let deadline = tokio::time::timeout(Duration::from_millis(200), process.exited()).await;
-    assert!(deadline.is_err(), "sleep 100 exited early");
-    process.terminate(Duration::from_secs(5));
-    process.exited().await;
-    process.exited().await;
-    assert_eq!(process.wait().await.expect("wait").status, SIGTERM);
+async fn terminator_stops_a_process_while_wait_owns_it() {
+    let process = start(&spec(&["sleep", "100"])).await;
+    let terminator = process.terminator();
+    let wait = process.wait();
+    tokio::pin!(wait);
+    let early = tokio::time::timeout(Duration::from_millis(200), &mut wait).await;
+    assert!(early.is_err(), "sleep 100 exited early");
+    terminator.terminate(Duration::from_secs(5));
+    let exit = wait.await.expect("wait");
+    assert_eq!(exit.status, SIGTERM);
+    assert!(exit.terminated);
+    terminator.kill(); // after the exit: a no-op, not a stray signal
+}
+
+#[tokio::test]
+async fn a_process_that_ends_by_itself_is_not_terminated() {
+    let exit = run(&spec(&["sh", "-c", "exit 3"])).await;
+    assert_eq!(exit.status, ExitStatus::Code(3));
+    assert!(!exit.terminated);
 }
 
 #[tokio::test]
