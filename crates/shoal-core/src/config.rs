@@ -130,9 +130,9 @@ impl ByteSize {
             "" | "b" => 1,
             "k" | "kb" => 1000,
             "kib" => 1024,
-            "m" | "mb" => 1000_000,
+            "m" | "mb" => 1_000_000,
             "mib" => 1 << 20,
-            "g" | "gb" => 1000_000_000,
+            "g" | "gb" => 1_000_000_000,
             "gib" => 1 << 30,
             other => return Err(format!("unknown size unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)")),
         };
@@ -291,18 +291,18 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err(&self, span: Option<std::ops::Range<usize>>, message: impl Into<String>, label: impl Into<String>, help: Option<String>) -> ConfigError {
-        ConfigError {
+    fn err(&self, span: Option<std::ops::Range<usize>>, message: impl Into<String>, label: impl Into<String>, help: Option<String>) -> Box<ConfigError> {
+        Box::new(ConfigError {
             message: message.into(),
             src: NamedSource::new(self.name, self.text.to_owned()),
             span: span.map(|r| SourceSpan::from(r.start..r.end)),
             label: label.into(),
             help,
-        }
+        })
     }
 }
 
-fn parse_file(name: &str, text: &str) -> Result<ConfigFile, ConfigError> {
+fn parse_file(name: &str, text: &str) -> Result<ConfigFile, Box<ConfigError>> {
     toml::from_str::<ConfigFile>(text).map_err(|e| {
         let ctx = Ctx { name, text };
         let msg = e.message().to_owned();
@@ -322,7 +322,7 @@ fn default_file() -> ConfigFile {
 impl Config {
     /// Parses and validates a `shoal.toml`. `display_name` names the file in
     /// diagnostics; relative suite roots resolve against `project_root`.
-    pub fn parse(display_name: &str, text: &str, project_root: &Path) -> Result<Config, ConfigError> {
+    pub fn parse(display_name: &str, text: &str, project_root: &Path) -> Result<Config, Box<ConfigError>> {
         let file = parse_file(display_name, text)?;
         let ctx = Ctx { name: display_name, text };
         let run = resolve_run(&ctx, &file.run, &default_file().run)?;
@@ -367,7 +367,7 @@ impl Config {
     }
 }
 
-fn resolve_run(ctx: &Ctx, file: &RunSection, def: &RunSection) -> Result<RunSettings, ConfigError> {
+fn resolve_run(ctx: &Ctx, file: &RunSection, def: &RunSection) -> Result<RunSettings, Box<ConfigError>> {
     macro_rules! pick {
         ($f:ident) => {
             file.$f.clone().or_else(|| def.$f.clone()).expect(concat!("default for ", stringify!($f)))
@@ -400,7 +400,7 @@ fn resolve_run(ctx: &Ctx, file: &RunSection, def: &RunSection) -> Result<RunSett
     })
 }
 
-fn resolve_suite(ctx: &Ctx, name: &str, spanned: &Spanned<SuiteSection>, run: &RunSettings, project_root: &Path) -> Result<SuiteConfig, ConfigError> {
+fn resolve_suite(ctx: &Ctx, name: &str, spanned: &Spanned<SuiteSection>, run: &RunSettings, project_root: &Path) -> Result<SuiteConfig, Box<ConfigError>> {
     let s = spanned.get_ref();
     let Some(adapter) = &s.adapter else {
         return Err(ctx.err(
@@ -411,7 +411,7 @@ fn resolve_suite(ctx: &Ctx, name: &str, spanned: &Spanned<SuiteSection>, run: &R
         ));
     };
     // Keys that belong to one adapter only.
-    let reject = |key: &str, span: Option<std::ops::Range<usize>>, a: &str| -> Result<(), ConfigError> {
+    let reject = |key: &str, span: Option<std::ops::Range<usize>>, a: &str| -> Result<(), Box<ConfigError>> {
         match span {
             Some(span) => Err(ctx.err(Some(span), format!("`{key}` is not a key of the {a} adapter"), "not valid here", Some(format!("see the {a} section of docs/config.md")))),
             None => Ok(()),
@@ -489,7 +489,7 @@ fn resolve_suite(ctx: &Ctx, name: &str, spanned: &Spanned<SuiteSection>, run: &R
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Config, ConfigError> {
+    fn parse(text: &str) -> Result<Config, Box<ConfigError>> {
         Config::parse("shoal.toml", text, Path::new("/proj"))
     }
 

@@ -151,7 +151,7 @@ pub struct RunCounts {
     pub failed: usize,
     pub flaky: usize,
     pub skipped: usize,
-    /// Failures of quarantined tests do not fail the run.
+    /// Attempts made, retries included.
     #[serde(default)]
     pub attempts: usize,
 }
