@@ -1,1 +1,1091 @@
-//! TODO(cargo): being written
+//! The cargo adapter: builds test binaries with `cargo test --no-run`, lists
+//! each binary's tests with libtest's `--list`, and runs every test in a
+//! process of its own (as cargo-nextest does), so a crash, a hang or a flood
+//! of output is pinned on exactly one test.
+//!
+//! # Test names
+//!
+//! A test's [`TestId::name`] is `<binary-id> <test-path>`, for example
+//! `my-crate::api tests::parses_empty_input`. The binary id follows
+//! cargo-nextest and is also the test's [`TestCase::group`]:
+//!
+//! | test target                             | binary id              |
+//! | --------------------------------------- | ---------------------- |
+//! | library (also proc-macro) unit tests    | `my-crate`             |
+//! | integration test `tests/api.rs`         | `my-crate::api`        |
+//! | binary `cli`                            | `my-crate::bin/cli`    |
+//! | example `demo`, bench `speed`           | `my-crate::example/demo`, `my-crate::bench/speed` |
+//!
+//! Package names never contain spaces, so the name splits at its first space.
+//!
+//! # Running
+//!
+//! Each test runs as `<exe> --exact <test-path> --test-threads=1
+//! --color=never` in its package directory, with the `CARGO*` variables
+//! `cargo test` sets at run time (`CARGO`, `CARGO_MANIFEST_DIR`,
+//! `CARGO_MANIFEST_PATH`, `CARGO_PKG_NAME`, `CARGO_PKG_VERSION[_MAJOR|_MINOR|_PATCH|_PRE]`,
+//! `CARGO_CRATE_NAME`). Ignored tests are run without `--ignored`, so libtest
+//! reports them ignored and they count as skipped. The outcome comes from
+//! libtest's last `test result:` summary (which raw output written straight
+//! to fd 1 cannot break, unlike the `test <path> ... ok` line), the ignore
+//! reason and failure message from the lines above it. A process that died
+//! before the summary (signal, `exit()` mid-test, timeout) or whose exit code
+//! contradicts it yields no result; the engine attributes the test.
+//!
+//! # Limitations
+//!
+//! Doctests are not run (nextest does not run them either). Targets with
+//! `harness = false` must understand libtest's `--list --format terse` and
+//! `--exact` (libtest-mimic does). The dynamic-library search path cargo adds
+//! for `dylib` dependencies is not set.
+
+use crate::{Adapter, AdapterError, BatchCtx, DiscoverCtx, Invocation, Progress};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use shoal_core::{Outcome, TestCase, TestId, TestResult};
+use shoal_exec::{ExitStatus, ProcessExit, ProcessSpec};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+/// Bytes of a failed command's output kept in [`AdapterError::ListFailed`].
+const ERROR_TAIL_BYTES: usize = 16 * 1024;
+/// Lines of a panic message kept as a failure message.
+const MESSAGE_MAX_LINES: usize = 12;
+
+/// Lists and runs the tests of a cargo project through libtest.
+#[derive(Debug, Clone)]
+pub struct CargoAdapter {
+    /// Extra arguments for `cargo test --no-run` (`-p`, `--features`, ...).
+    args: Vec<String>,
+}
+
+impl CargoAdapter {
+    pub fn new(args: Vec<String>) -> Self {
+        Self { args }
+    }
+
+    /// Builds the test binaries with `cargo test --no-run` in `root`.
+    async fn build(
+        &self,
+        root: &Path,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Vec<TestBinary>, AdapterError> {
+        let mut argv = vec![cargo_program(env)];
+        argv.extend(
+            [
+                "test",
+                "--no-run",
+                "--message-format",
+                "json-render-diagnostics",
+            ]
+            .map(String::from),
+        );
+        argv.extend(self.args.iter().cloned());
+        let out = run(&argv, root, env).await?;
+        if !out.status.success() {
+            return Err(AdapterError::ListFailed {
+                command: display_command(&argv),
+                status: describe_status(out.status),
+                output: tail(&String::from_utf8_lossy(&out.stderr), ERROR_TAIL_BYTES),
+            });
+        }
+        parse_build_messages(&String::from_utf8_lossy(&out.stdout)).map_err(|detail| {
+            AdapterError::BadListOutput {
+                command: display_command(&argv),
+                detail,
+            }
+        })
+    }
+}
+
+/// What [`CargoAdapter::plan`] needs to run one test, stored as JSON in
+/// [`TestCase::runner`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CargoRunner {
+    /// The test binary.
+    pub exe: String,
+    /// The package directory, where cargo runs its tests.
+    pub cwd: String,
+    pub package: String,
+    pub version: String,
+    /// The target's crate name (`-` replaced by `_`).
+    pub crate_name: String,
+    /// The libtest test path, e.g. `tests::adds`.
+    pub test: String,
+    /// Marked `#[ignore]`: libtest reports it ignored unless run with `--ignored`.
+    pub ignored: bool,
+}
+
+impl CargoRunner {
+    /// The runner data of a test discovered by this adapter.
+    pub fn of(test: &TestCase) -> Result<Self, String> {
+        let json = test
+            .runner
+            .as_deref()
+            .ok_or("the test has no cargo runner data")?;
+        serde_json::from_str(json).map_err(|e| format!("bad cargo runner data: {e}"))
+    }
+
+    /// The argv that runs this one test.
+    pub fn argv(&self) -> Vec<String> {
+        vec![
+            self.exe.clone(),
+            "--exact".to_owned(),
+            self.test.clone(),
+            "--test-threads=1".to_owned(),
+            "--color=never".to_owned(),
+        ]
+    }
+
+    /// The variables `cargo test` gives a test binary at run time.
+    fn cargo_env(&self, cargo: &str) -> BTreeMap<String, String> {
+        let cwd = Path::new(&self.cwd);
+        let mut env = BTreeMap::new();
+        let mut set = |k: &str, v: String| env.insert(k.to_owned(), v);
+        set("CARGO", cargo.to_owned());
+        set("CARGO_MANIFEST_DIR", self.cwd.clone());
+        set(
+            "CARGO_MANIFEST_PATH",
+            cwd.join("Cargo.toml").display().to_string(),
+        );
+        set("CARGO_PKG_NAME", self.package.clone());
+        set("CARGO_PKG_VERSION", self.version.clone());
+        let (major, minor, patch, pre) = version_parts(&self.version);
+        set("CARGO_PKG_VERSION_MAJOR", major.to_owned());
+        set("CARGO_PKG_VERSION_MINOR", minor.to_owned());
+        set("CARGO_PKG_VERSION_PATCH", patch.to_owned());
+        set("CARGO_PKG_VERSION_PRE", pre.to_owned());
+        set("CARGO_CRATE_NAME", self.crate_name.clone());
+        env
+    }
+}
+
+/// Splits `1.2.3-rc.1+build` into `("1", "2", "3", "rc.1")`.
+fn version_parts(version: &str) -> (&str, &str, &str, &str) {
+    let core_and_pre = version.split_once('+').map_or(version, |(v, _)| v);
+    let (core, pre) = core_and_pre.split_once('-').unwrap_or((core_and_pre, ""));
+    let mut parts = core.splitn(3, '.');
+    let mut next = || parts.next().unwrap_or("");
+    (next(), next(), next(), pre)
+}
+
+/// The cargo program: `CARGO` from the suite's environment, then from ours
+/// (set when shoal itself runs under cargo), else `cargo` from `PATH`.
+fn cargo_program(env: &BTreeMap<String, String>) -> String {
+    env.get("CARGO")
+        .cloned()
+        .or_else(|| std::env::var("CARGO").ok())
+        .unwrap_or_else(|| "cargo".to_owned())
+}
+
+#[async_trait]
+impl Adapter for CargoAdapter {
+    fn name(&self) -> &'static str {
+        "cargo"
+    }
+
+    async fn discover(&self, ctx: &DiscoverCtx) -> Result<Vec<TestCase>, AdapterError> {
+        let mut env = ctx.suite.env.clone();
+        env.extend(ctx.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let binaries = self.build(&ctx.suite.root, &env).await?;
+        let mut tests = Vec::new();
+        for (binary, runners) in list_all(binaries, env).await? {
+            for runner in runners {
+                let name = format!("{} {}", binary.id, runner.test);
+                let runner =
+                    serde_json::to_string(&runner).map_err(|e| AdapterError::BadListOutput {
+                        command: binary.exe.clone(),
+                        detail: format!("cannot encode runner data: {e}"),
+                    })?;
+                tests.push(TestCase {
+                    id: TestId::new(ctx.suite.name.clone(), name),
+                    group: binary.id.clone(),
+                    runner: Some(runner),
+                });
+            }
+        }
+        Ok(tests)
+    }
+
+    fn plan(&self, tests: &[TestCase], ctx: &BatchCtx) -> Vec<Invocation> {
+        let cargo = cargo_program(&ctx.env);
+        tests
+            .iter()
+            .filter_map(|test| {
+                let runner = match CargoRunner::of(test) {
+                    Ok(runner) => runner,
+                    Err(e) => {
+                        tracing::error!(test = %test.id, "cannot plan cargo test: {e}");
+                        return None;
+                    }
+                };
+                let mut env = runner.cargo_env(&cargo);
+                env.extend(ctx.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+                Some(Invocation {
+                    spec: ProcessSpec {
+                        argv: runner.argv(),
+                        cwd: PathBuf::from(&runner.cwd),
+                        env,
+                        progress_pipe: false,
+                        output_cap: ctx.output_cap,
+                    },
+                    tests: vec![test.clone()],
+                    junit: None,
+                })
+            })
+            .collect()
+    }
+
+    fn reports_progress(&self) -> bool {
+        false
+    }
+
+    fn parse_progress(&self, _line: &str) -> Option<Progress> {
+        None
+    }
+
+    fn collect(
+        &self,
+        inv: &Invocation,
+        exit: &ProcessExit,
+        _progress: &[Progress],
+    ) -> Vec<TestResult> {
+        if exit.terminated {
+            return Vec::new();
+        }
+        let report = LibtestReport::new(&exit.output.text);
+        let single = inv.tests.len() == 1;
+        let results: Vec<TestResult> = inv
+            .tests
+            .iter()
+            .filter_map(|test| {
+                let path = test_path(test)?;
+                let verdict = report.verdict(&path, single)?;
+                Some(TestResult {
+                    id: test.id.clone(),
+                    outcome: verdict.outcome,
+                    duration: exit.wall,
+                    message: verdict.message,
+                    output: exit.output.clone(),
+                })
+            })
+            .collect();
+        // libtest exits 0 when nothing failed and 101 when something did;
+        // anything else means the process did not end the way libtest ends.
+        let any_failed = results.iter().any(|r| r.outcome == Outcome::Fail);
+        match exit.status {
+            ExitStatus::Code(0) if !any_failed => results,
+            ExitStatus::Code(101) if any_failed => results,
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The libtest path of a test: from its runner data, else from its name.
+fn test_path(test: &TestCase) -> Option<String> {
+    match CargoRunner::of(test) {
+        Ok(runner) => Some(runner.test),
+        Err(_) => test
+            .id
+            .name
+            .split_once(' ')
+            .map(|(_, path)| path.to_owned()),
+    }
+}
+
+/// A finished `cargo` or test-binary command.
+struct CommandOutput {
+    status: std::process::ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+/// Runs `argv` in `cwd` with `env` added to ours, capturing its output.
+async fn run(
+    argv: &[String],
+    cwd: &Path,
+    env: &BTreeMap<String, String>,
+) -> Result<CommandOutput, AdapterError> {
+    let (program, args) = argv.split_first().expect("argv has a program");
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .envs(env)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| AdapterError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+    Ok(CommandOutput {
+        status: out.status,
+        stdout: out.stdout,
+        stderr: out.stderr,
+    })
+}
+
+/// A test binary that cargo built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TestBinary {
+    id: String,
+    exe: String,
+    package_dir: String,
+    package: String,
+    version: String,
+    crate_name: String,
+}
+
+/// One line of `cargo --message-format json`; only artifacts matter here.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+enum CargoMessage {
+    CompilerArtifact(Artifact),
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Deserialize)]
+struct Artifact {
+    package_id: String,
+    manifest_path: PathBuf,
+    target: Target,
+    profile: Profile,
+    executable: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Target {
+    name: String,
+    kind: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Profile {
+    test: bool,
+}
+
+/// The test binaries in cargo's JSON messages, sorted by binary id.
+fn parse_build_messages(stdout: &str) -> Result<Vec<TestBinary>, String> {
+    let mut binaries = Vec::new();
+    let mut seen = HashSet::new();
+    for line in stdout.lines().map(str::trim).filter(|l| l.starts_with('{')) {
+        let message: CargoMessage =
+            serde_json::from_str(line).map_err(|e| format!("bad cargo message ({e}): {line}"))?;
+        let CargoMessage::CompilerArtifact(artifact) = message else {
+            continue;
+        };
+        let Some(exe) = artifact.executable.filter(|_| artifact.profile.test) else {
+            continue;
+        };
+        if !seen.insert(exe.clone()) {
+            continue;
+        }
+        let (package, version) = parse_package_id(&artifact.package_id)
+            .ok_or_else(|| format!("unrecognized package id `{}`", artifact.package_id))?;
+        let package_dir = artifact.manifest_path.parent().unwrap_or(Path::new("/"));
+        let utf8 = |p: &Path| {
+            p.to_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("path is not UTF-8: {}", p.display()))
+        };
+        let kind = artifact.target.kind.first().map_or("", String::as_str);
+        binaries.push(TestBinary {
+            id: binary_id(&package, kind, &artifact.target.name),
+            exe: utf8(&exe)?,
+            package_dir: utf8(package_dir)?,
+            crate_name: artifact.target.name.replace('-', "_"),
+            package,
+            version,
+        });
+    }
+    binaries.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(binaries)
+}
+
+/// `(name, version)` from a cargo package id, in either the package-id-spec
+/// form (`path+file:///p/foo#bar@1.0.0`, or `...#1.0.0` when the name is the
+/// last path segment) or the older `bar 1.0.0 (source)` form.
+fn parse_package_id(id: &str) -> Option<(String, String)> {
+    if let Some((url, fragment)) = id.rsplit_once('#') {
+        if let Some((name, version)) = fragment.rsplit_once('@') {
+            return Some((name.to_owned(), version.to_owned()));
+        }
+        let path = url.split(['?', '#']).next()?.trim_end_matches('/');
+        let name = path
+            .rsplit('/')
+            .next()
+            .filter(|n| !n.is_empty() && !n.contains(':'))?;
+        return Some((name.to_owned(), fragment.to_owned()));
+    }
+    let mut words = id.split_whitespace();
+    let (name, version) = (words.next()?, words.next()?);
+    Some((name.to_owned(), version.to_owned()))
+}
+
+/// nextest's binary id: `pkg` for library unit tests, `pkg::name` for
+/// integration tests, `pkg::kind/name` for the rest.
+fn binary_id(package: &str, kind: &str, target: &str) -> String {
+    match kind {
+        "lib" | "rlib" | "dylib" | "cdylib" | "staticlib" | "proc-macro" => package.to_owned(),
+        "test" => format!("{package}::{target}"),
+        kind => format!("{package}::{kind}/{target}"),
+    }
+}
+
+/// Lists every binary's tests, a few binaries at a time, in binary order.
+async fn list_all(
+    binaries: Vec<TestBinary>,
+    env: BTreeMap<String, String>,
+) -> Result<Vec<(TestBinary, Vec<CargoRunner>)>, AdapterError> {
+    let cargo: Arc<str> = cargo_program(&env).into();
+    let env = Arc::new(env);
+    let limit = std::thread::available_parallelism()
+        .map_or(4, |n| n.get())
+        .min(16);
+    let permits = Arc::new(tokio::sync::Semaphore::new(limit));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, binary) in binaries.into_iter().enumerate() {
+        let (permits, env, cargo) = (permits.clone(), env.clone(), cargo.clone());
+        tasks.spawn(async move {
+            // The semaphore is never closed, so acquiring cannot fail.
+            let _permit = permits.acquire_owned().await.ok();
+            (index, list_binary(binary, &env, &cargo).await)
+        });
+    }
+    let mut listed = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((index, result)) => listed.push((index, result?)),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => unreachable!("listing task cancelled: {e}"),
+        }
+    }
+    listed.sort_by_key(|(index, _)| *index);
+    Ok(listed.into_iter().map(|(_, item)| item).collect())
+}
+
+/// Lists one binary's tests, marking the `#[ignore]`d ones.
+async fn list_binary(
+    binary: TestBinary,
+    env: &BTreeMap<String, String>,
+    cargo: &str,
+) -> Result<(TestBinary, Vec<CargoRunner>), AdapterError> {
+    let runner = |test: String, ignored: bool| CargoRunner {
+        exe: binary.exe.clone(),
+        cwd: binary.package_dir.clone(),
+        package: binary.package.clone(),
+        version: binary.version.clone(),
+        crate_name: binary.crate_name.clone(),
+        test,
+        ignored,
+    };
+    let mut run_env = runner(String::new(), false).cargo_env(cargo);
+    run_env.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let all = list_tests(&binary, &run_env, false).await?;
+    let ignored: HashSet<String> = list_tests(&binary, &run_env, true)
+        .await?
+        .into_iter()
+        .collect();
+    let runners = all
+        .into_iter()
+        .map(|test| {
+            let is_ignored = ignored.contains(&test);
+            runner(test, is_ignored)
+        })
+        .collect();
+    Ok((binary, runners))
+}
+
+/// Runs `<exe> --list --format terse [--ignored]` and returns the test paths.
+async fn list_tests(
+    binary: &TestBinary,
+    env: &BTreeMap<String, String>,
+    ignored: bool,
+) -> Result<Vec<String>, AdapterError> {
+    let mut argv = vec![binary.exe.clone()];
+    argv.extend(["--list", "--format", "terse"].map(String::from));
+    if ignored {
+        argv.push("--ignored".to_owned());
+    }
+    let out = run(&argv, Path::new(&binary.package_dir), env).await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let output = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        return Err(AdapterError::ListFailed {
+            command: display_command(&argv),
+            status: describe_status(out.status),
+            output: tail(&output, ERROR_TAIL_BYTES),
+        });
+    }
+    parse_list(&stdout).map_err(|detail| AdapterError::BadListOutput {
+        command: display_command(&argv),
+        detail,
+    })
+}
+
+/// Test paths from libtest's terse listing (`path: test`); benchmarks are dropped.
+fn parse_list(stdout: &str) -> Result<Vec<String>, String> {
+    let mut tests = Vec::new();
+    for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
+        match line.rsplit_once(": ") {
+            Some((path, "test")) => tests.push(path.to_owned()),
+            Some((_, "benchmark" | "bench")) => {}
+            _ => return Err(format!("expected `<path>: test`, found {line:?}")),
+        }
+    }
+    Ok(tests)
+}
+
+/// A command line for messages (never run through a shell).
+fn display_command(argv: &[String]) -> String {
+    let quote = |arg: &String| {
+        let plain = !arg.is_empty()
+            && arg
+                .chars()
+                .all(|c| c.is_alphanumeric() || "-_./:=+,@%".contains(c));
+        if plain {
+            arg.clone()
+        } else {
+            format!("'{}'", arg.replace('\'', r"'\''"))
+        }
+    };
+    argv.iter().map(quote).collect::<Vec<_>>().join(" ")
+}
+
+/// `exit code 101` or `killed by signal 9`, as [`ExitStatus`] says it.
+fn describe_status(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitStatus::Code(code).to_string(),
+        (None, Some(signal)) => ExitStatus::Signal(signal).to_string(),
+        (None, None) => status.to_string(),
+    }
+}
+
+/// The last `max` bytes of `text`, starting at a line boundary when one is near.
+fn tail(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    if let Some(newline) = text[start..].find('\n') {
+        start += newline + 1;
+    }
+    format!("[{start} bytes omitted]\n{}", &text[start..])
+}
+
+/// What the output of a libtest process says about one test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Verdict {
+    outcome: Outcome,
+    /// The panic message of a failure, the reason of an ignored test.
+    message: Option<String>,
+}
+
+/// The output of a libtest process, read for results.
+struct LibtestReport<'a> {
+    lines: Vec<&'a str>,
+}
+
+impl<'a> LibtestReport<'a> {
+    fn new(text: &'a str) -> Self {
+        Self {
+            lines: text.lines().collect(),
+        }
+    }
+
+    /// The verdict on `path`, from its `test <path> ... <status>` line or,
+    /// when the process ran only that test, from the `test result:` summary.
+    fn verdict(&self, path: &str, single: bool) -> Option<Verdict> {
+        let from_line = self.status_line(path);
+        let outcome = match (&from_line, single) {
+            (_, true) => self.summary_outcome().or(from_line.as_ref().map(|v| v.0))?,
+            (Some((outcome, _)), false) => *outcome,
+            (None, false) => return None,
+        };
+        let message = match outcome {
+            Outcome::Fail => self.failure_message(path),
+            Outcome::Skip => from_line.and_then(|(_, reason)| reason),
+            _ => None,
+        };
+        Some(Verdict { outcome, message })
+    }
+
+    /// The status on `test <path> ... <status>`, and an ignore reason. The
+    /// first such line counts: later ones are the test's own output.
+    fn status_line(&self, path: &str) -> Option<(Outcome, Option<String>)> {
+        let plain = format!("test {path} ... ");
+        let should_panic = format!("test {path} - should panic ... ");
+        let status = self.lines.iter().find_map(|line| {
+            line.strip_prefix(plain.as_str())
+                .or_else(|| line.strip_prefix(should_panic.as_str()))
+        })?;
+        match status.trim_end() {
+            "ok" => Some((Outcome::Pass, None)),
+            "FAILED" => Some((Outcome::Fail, None)),
+            "ignored" => Some((Outcome::Skip, None)),
+            other => {
+                let reason = other.strip_prefix("ignored, ")?;
+                Some((Outcome::Skip, Some(reason.to_owned())))
+            }
+        }
+    }
+
+    /// The outcome of a one-test run from the last `test result:` line.
+    fn summary_outcome(&self) -> Option<Outcome> {
+        let summary = self
+            .lines
+            .iter()
+            .rev()
+            .find_map(|l| l.strip_prefix("test result: "))?;
+        let (_, counts) = summary.split_once(". ")?;
+        let mut passed = None;
+        let mut failed = None;
+        let mut ignored = None;
+        for part in counts.split("; ") {
+            let Some((n, what)) = part.split_once(' ') else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => passed = Some(n),
+                "failed" => failed = Some(n),
+                "ignored" => ignored = Some(n),
+                _ => {}
+            }
+        }
+        match (passed?, failed?, ignored?) {
+            (1, 0, 0) => Some(Outcome::Pass),
+            (0, 1, 0) => Some(Outcome::Fail),
+            (0, 0, 1) => Some(Outcome::Skip),
+            _ => None,
+        }
+    }
+
+    /// The panic message in the `---- <path> stdout ----` section, else the
+    /// section's first line (`note: test did not panic as expected ...`,
+    /// `Error: ...` from a test returning `Err`).
+    fn failure_message(&self, path: &str) -> Option<String> {
+        let header = format!("---- {path} stdout ----");
+        let start = self.lines.iter().position(|l| *l == header)? + 1;
+        let section: Vec<&str> = self.lines[start..]
+            .iter()
+            .copied()
+            .take_while(|l| {
+                !(l.starts_with("---- ") && l.ends_with(" stdout ----")) && *l != "failures:"
+            })
+            .collect();
+        if let Some(message) = panic_message(&section) {
+            return Some(message);
+        }
+        let first = section.iter().map(|l| l.trim()).find(|l| !l.is_empty())?;
+        Some(first.strip_prefix("note: ").unwrap_or(first).to_owned())
+    }
+}
+
+/// The message of the first panic in `lines`: the lines after
+/// `thread '...' panicked at <location>:` up to a blank line, a `note:` or
+/// a backtrace (or the quoted message of the pre-1.73 one-line format).
+fn panic_message(lines: &[&str]) -> Option<String> {
+    let (at, line) = lines
+        .iter()
+        .enumerate()
+        .find(|(_, l)| l.starts_with("thread '") && l.contains(" panicked at "))?;
+    let rest = &line[line.find(" panicked at ")? + " panicked at ".len()..];
+    if let Some(quoted) = rest.strip_prefix('\'') {
+        let message = quoted.rsplit_once("', ").map_or(quoted, |(m, _)| m);
+        return Some(message.to_owned());
+    }
+    let message: Vec<&str> = lines[at + 1..]
+        .iter()
+        .copied()
+        .take_while(|l| {
+            !l.trim().is_empty() && !l.starts_with("note: ") && *l != "stack backtrace:"
+        })
+        .take(MESSAGE_MAX_LINES)
+        .collect();
+    (!message.is_empty()).then(|| message.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::CapturedOutput;
+    use std::time::Duration;
+
+    const ARTIFACTS: &str = r#"{"reason":"compiler-artifact","package_id":"path+file:///w/fx#cargo-fixture@0.1.0","manifest_path":"/w/fx/Cargo.toml","target":{"kind":["lib"],"crate_types":["lib"],"name":"cargo_fixture","src_path":"/w/fx/src/lib.rs","test":true},"profile":{"test":false},"executable":null,"fresh":true}
+{"reason":"compiler-artifact","package_id":"path+file:///w/fx#cargo-fixture@0.1.0","manifest_path":"/w/fx/Cargo.toml","target":{"kind":["test"],"crate_types":["bin"],"name":"chaos","src_path":"/w/fx/tests/chaos.rs","test":true},"profile":{"test":true},"executable":"/t/debug/deps/chaos-e36f","fresh":true}
+{"reason":"compiler-artifact","package_id":"path+file:///w/fx#cargo-fixture@0.1.0","manifest_path":"/w/fx/Cargo.toml","target":{"kind":["bin"],"crate_types":["bin"],"name":"fixture-cli","src_path":"/w/fx/src/main.rs","test":true},"profile":{"test":false},"executable":"/t/debug/fixture-cli","fresh":true}
+{"reason":"compiler-artifact","package_id":"path+file:///w/fx#cargo-fixture@0.1.0","manifest_path":"/w/fx/Cargo.toml","target":{"kind":["bin"],"crate_types":["bin"],"name":"fixture-cli","src_path":"/w/fx/src/main.rs","test":true},"profile":{"test":true},"executable":"/t/debug/deps/fixture_cli-acc6","fresh":true}
+{"reason":"compiler-artifact","package_id":"path+file:///w/fx#cargo-fixture@0.1.0","manifest_path":"/w/fx/Cargo.toml","target":{"kind":["lib"],"crate_types":["lib"],"name":"cargo_fixture","src_path":"/w/fx/src/lib.rs","test":true},"profile":{"test":true},"executable":"/t/debug/deps/cargo_fixture-b4e5","fresh":true}
+{"reason":"build-script-executed","package_id":"path+file:///w/fx#cargo-fixture@0.1.0","linked_libs":[],"linked_paths":[],"cfgs":[],"env":[],"out_dir":"/t/out"}
+{"reason":"build-finished","success":true}
+"#;
+
+    #[test]
+    fn build_messages_yield_test_binaries_sorted_by_id() {
+        let binaries = parse_build_messages(ARTIFACTS).unwrap();
+        let ids: Vec<(&str, &str, &str)> = binaries
+            .iter()
+            .map(|b| (b.id.as_str(), b.exe.as_str(), b.crate_name.as_str()))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                (
+                    "cargo-fixture",
+                    "/t/debug/deps/cargo_fixture-b4e5",
+                    "cargo_fixture"
+                ),
+                (
+                    "cargo-fixture::bin/fixture-cli",
+                    "/t/debug/deps/fixture_cli-acc6",
+                    "fixture_cli"
+                ),
+                ("cargo-fixture::chaos", "/t/debug/deps/chaos-e36f", "chaos"),
+            ]
+        );
+        assert!(
+            binaries
+                .iter()
+                .all(|b| b.package_dir == "/w/fx" && b.version == "0.1.0")
+        );
+    }
+
+    #[test]
+    fn duplicate_artifacts_are_listed_once() {
+        let line = ARTIFACTS.lines().nth(1).unwrap();
+        let twice = format!("{line}\n{line}\n");
+        assert_eq!(parse_build_messages(&twice).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn malformed_build_message_is_an_error() {
+        let err = parse_build_messages("{\"reason\":\"compiler-artifact\"}\n").unwrap_err();
+        assert!(err.starts_with("bad cargo message"), "{err}");
+    }
+
+    #[test]
+    fn package_ids_in_every_form() {
+        let cases = [
+            (
+                "path+file:///w/fx#cargo-fixture@0.1.0",
+                Some(("cargo-fixture", "0.1.0")),
+            ),
+            (
+                "path+file:///w/my-crate#1.2.3-rc.1",
+                Some(("my-crate", "1.2.3-rc.1")),
+            ),
+            (
+                "path+file:///w/my-crate/#0.1.0",
+                Some(("my-crate", "0.1.0")),
+            ),
+            (
+                "registry+https://github.com/rust-lang/crates.io-index#serde@1.0.1",
+                Some(("serde", "1.0.1")),
+            ),
+            ("git+https://h/r?branch=x#dep@0.2.0", Some(("dep", "0.2.0"))),
+            (
+                "my-crate 0.1.0 (path+file:///w/my-crate)",
+                Some(("my-crate", "0.1.0")),
+            ),
+            ("nonsense", None),
+        ];
+        for (id, expected) in cases {
+            let parsed = parse_package_id(id);
+            let parsed = parsed.as_ref().map(|(n, v)| (n.as_str(), v.as_str()));
+            assert_eq!(parsed, expected, "{id}");
+        }
+    }
+
+    #[test]
+    fn binary_ids_follow_nextest() {
+        assert_eq!(binary_id("pkg", "lib", "pkg"), "pkg");
+        assert_eq!(binary_id("pkg", "proc-macro", "pkg"), "pkg");
+        assert_eq!(binary_id("pkg", "test", "api"), "pkg::api");
+        assert_eq!(binary_id("pkg", "bin", "cli"), "pkg::bin/cli");
+        assert_eq!(binary_id("pkg", "bench", "speed"), "pkg::bench/speed");
+    }
+
+    #[test]
+    fn terse_list_drops_benchmarks_and_rejects_noise() {
+        let out = "a::b: test\ntests::grüße: test\n\nbench_x: benchmark\n";
+        assert_eq!(parse_list(out).unwrap(), ["a::b", "tests::grüße"]);
+        assert!(parse_list("a: test\nhello from a static\n").is_err());
+        assert_eq!(parse_list("").unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn version_parts_split_semver() {
+        assert_eq!(version_parts("1.22.3"), ("1", "22", "3", ""));
+        assert_eq!(version_parts("0.1.0-rc.1+build.5"), ("0", "1", "0", "rc.1"));
+    }
+
+    #[test]
+    fn tail_keeps_the_end_at_a_line_boundary() {
+        assert_eq!(tail("short", 100), "short");
+        let text = "first line\nsecond line\nthird ü line\n";
+        let kept = tail(text, 16);
+        assert!(kept.ends_with("third ü line\n"), "{kept}");
+        assert!(kept.starts_with("[23 bytes omitted]\n"), "{kept}");
+    }
+
+    #[test]
+    fn display_command_quotes_what_a_shell_would_split() {
+        let argv = ["cargo", "test", "--features", "a b", "it's"].map(String::from);
+        assert_eq!(
+            display_command(&argv),
+            r"cargo test --features 'a b' 'it'\''s'"
+        );
+    }
+
+    fn runner(test: &str) -> CargoRunner {
+        CargoRunner {
+            exe: "/t/debug/deps/api-1".to_owned(),
+            cwd: "/w/fx".to_owned(),
+            package: "cargo-fixture".to_owned(),
+            version: "0.1.0".to_owned(),
+            crate_name: "api".to_owned(),
+            test: test.to_owned(),
+            ignored: false,
+        }
+    }
+
+    fn case(test: &str) -> TestCase {
+        TestCase {
+            id: TestId::new("s", format!("cargo-fixture::api {test}")),
+            group: "cargo-fixture::api".to_owned(),
+            runner: Some(serde_json::to_string(&runner(test)).unwrap()),
+        }
+    }
+
+    fn batch_ctx(env: &[(&str, &str)]) -> BatchCtx {
+        use shoal_core::config::{AdapterConfig, SuiteConfig};
+        BatchCtx {
+            suite: SuiteConfig {
+                name: "s".to_owned(),
+                adapter: AdapterConfig::Cargo { args: Vec::new() },
+                root: PathBuf::from("/w/fx"),
+                env: BTreeMap::new(),
+                timeout: Duration::from_secs(1),
+                retries: 0,
+                max_batch: 1,
+                default_duration: Duration::from_secs(1),
+            },
+            support_dir: PathBuf::from("/support"),
+            scratch_dir: PathBuf::from("/scratch"),
+            batch_seq: 7,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            output_cap: 4096,
+        }
+    }
+
+    #[test]
+    fn plan_runs_each_test_alone_with_cargo_env() {
+        let tests = [case("a::one"), case("two")];
+        let ctx = batch_ctx(&[
+            ("CARGO", "/bin/cargo"),
+            ("SHOAL_SLOT", "3"),
+            ("CARGO_PKG_NAME", "mine"),
+        ]);
+        let invocations = CargoAdapter::new(Vec::new()).plan(&tests, &ctx);
+        assert_eq!(invocations.len(), 2);
+        let inv = &invocations[0];
+        assert_eq!(inv.tests, [tests[0].clone()]);
+        assert_eq!(
+            inv.spec.argv,
+            [
+                "/t/debug/deps/api-1",
+                "--exact",
+                "a::one",
+                "--test-threads=1",
+                "--color=never"
+            ]
+        );
+        assert_eq!(inv.spec.cwd, Path::new("/w/fx"));
+        assert!(!inv.spec.progress_pipe);
+        assert_eq!(inv.spec.output_cap, 4096);
+        assert_eq!(inv.junit, None);
+        let env = &inv.spec.env;
+        assert_eq!(env["CARGO"], "/bin/cargo");
+        assert_eq!(env["CARGO_MANIFEST_DIR"], "/w/fx");
+        assert_eq!(env["CARGO_MANIFEST_PATH"], "/w/fx/Cargo.toml");
+        assert_eq!(env["CARGO_PKG_VERSION_MINOR"], "1");
+        assert_eq!(env["SHOAL_SLOT"], "3");
+        assert_eq!(env["CARGO_PKG_NAME"], "mine", "the suite's env wins");
+        assert!(!env.contains_key("RUST_BACKTRACE"));
+    }
+
+    #[test]
+    fn plan_skips_tests_without_runner_data() {
+        let mut broken = case("x");
+        broken.runner = Some("{not json".to_owned());
+        let invocations = CargoAdapter::new(Vec::new()).plan(&[broken, case("y")], &batch_ctx(&[]));
+        assert_eq!(invocations.len(), 1);
+        assert_eq!(invocations[0].spec.argv[2], "y");
+    }
+
+    fn exit(status: ExitStatus, text: &str) -> ProcessExit {
+        ProcessExit {
+            status,
+            output: CapturedOutput {
+                text: text.to_owned(),
+                truncated_bytes: 0,
+            },
+            wall: Duration::from_millis(1234),
+            terminated: false,
+        }
+    }
+
+    fn collect(tests: &[TestCase], exit: &ProcessExit) -> Vec<TestResult> {
+        let inv = Invocation {
+            spec: ProcessSpec {
+                argv: vec!["x".to_owned()],
+                cwd: PathBuf::from("/"),
+                env: BTreeMap::new(),
+                progress_pipe: false,
+                output_cap: 0,
+            },
+            tests: tests.to_vec(),
+            junit: None,
+        };
+        CargoAdapter::new(Vec::new()).collect(&inv, exit, &[])
+    }
+
+    fn outcome_and_message(results: &[TestResult]) -> Vec<(Outcome, Option<&str>)> {
+        results
+            .iter()
+            .map(|r| (r.outcome, r.message.as_deref()))
+            .collect()
+    }
+
+    const PASSED: &str = "\nrunning 1 test\ntest a::one ... ok\n\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 4 filtered out; finished in 0.00s\n\n";
+
+    #[test]
+    fn collect_reads_a_pass_with_duration_and_output() {
+        let exit = exit(ExitStatus::Code(0), PASSED);
+        let results = collect(&[case("a::one")], &exit);
+        assert_eq!(outcome_and_message(&results), [(Outcome::Pass, None)]);
+        assert_eq!(results[0].duration, Duration::from_millis(1234));
+        assert_eq!(results[0].output, exit.output);
+        assert_eq!(results[0].id, case("a::one").id);
+    }
+
+    #[test]
+    fn collect_reads_a_failure_and_its_panic_message() {
+        let out = "\nrunning 1 test\ntest a::one ... FAILED\n\nfailures:\n\n---- a::one stdout ----\nsome print\n\nthread 'a::one' (11302) panicked at src/lib.rs:90:13:\nassertion `left == right` failed\n  left: 2\n right: 3\nstack backtrace:\n   0: x\n\n\nfailures:\n    a::one\n\ntest result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 7 filtered out; finished in 0.00s\n\n";
+        let results = collect(&[case("a::one")], &exit(ExitStatus::Code(101), out));
+        let message = "assertion `left == right` failed\n  left: 2\n right: 3";
+        assert_eq!(
+            outcome_and_message(&results),
+            [(Outcome::Fail, Some(message))]
+        );
+    }
+
+    #[test]
+    fn collect_reads_should_panic_and_result_failures() {
+        let out = "test two - should panic ... FAILED\n\nfailures:\n\n---- two stdout ----\nnote: test did not panic as expected at tests/api.rs:13:4\n\nfailures:\n    two\n\ntest result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 4 filtered out; finished in 0.00s\n";
+        let results = collect(&[case("two")], &exit(ExitStatus::Code(101), out));
+        let message = "test did not panic as expected at tests/api.rs:13:4";
+        assert_eq!(
+            outcome_and_message(&results),
+            [(Outcome::Fail, Some(message))]
+        );
+
+        let out = "test two ... FAILED\n\nfailures:\n\n---- two stdout ----\nError: \"boom\"\n\nfailures:\n    two\n\ntest result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n";
+        let results = collect(&[case("two")], &exit(ExitStatus::Code(101), out));
+        assert_eq!(
+            outcome_and_message(&results),
+            [(Outcome::Fail, Some("Error: \"boom\""))]
+        );
+    }
+
+    #[test]
+    fn collect_reads_the_old_one_line_panic_format() {
+        let lines = [
+            "thread 'x' panicked at 'it broke', src/lib.rs:1:2",
+            "note: run with",
+        ];
+        assert_eq!(panic_message(&lines).as_deref(), Some("it broke"));
+    }
+
+    #[test]
+    fn collect_reads_ignored_tests_and_their_reason_as_skips() {
+        let out = "test two ... ignored, needs a network\n\ntest result: ok. 0 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s\n";
+        let results = collect(&[case("two")], &exit(ExitStatus::Code(0), out));
+        assert_eq!(
+            outcome_and_message(&results),
+            [(Outcome::Skip, Some("needs a network"))]
+        );
+        let out = "test two ... ignored\n\ntest result: ok. 0 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s\n";
+        let results = collect(&[case("two")], &exit(ExitStatus::Code(0), out));
+        assert_eq!(outcome_and_message(&results), [(Outcome::Skip, None)]);
+    }
+
+    #[test]
+    fn collect_falls_back_to_the_summary_when_raw_output_breaks_the_line() {
+        let out = "test a::one ... \u{FFFD}\u{FFFD} raw bytes\u{FFFD}ok\n\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 4 filtered out; finished in 0.00s\n";
+        let results = collect(&[case("a::one")], &exit(ExitStatus::Code(0), out));
+        assert_eq!(outcome_and_message(&results), [(Outcome::Pass, None)]);
+    }
+
+    #[test]
+    fn collect_ignores_result_lines_printed_by_the_test_itself() {
+        let out = "test a::one ... FAILED\n\nfailures:\n\n---- a::one stdout ----\ntest a::one ... ok\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\nthread 'a::one' panicked at src/lib.rs:1:1:\nnested run passed\n\nfailures:\n    a::one\n\ntest result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n";
+        let results = collect(&[case("a::one")], &exit(ExitStatus::Code(101), out));
+        assert_eq!(
+            outcome_and_message(&results),
+            [(Outcome::Fail, Some("nested run passed"))]
+        );
+    }
+
+    #[test]
+    fn collect_leaves_out_tests_without_a_determinable_result() {
+        let started = "\nrunning 1 test\ntest a::one ... ";
+        let one = [case("a::one")];
+        // Killed by a signal mid-test, even if output looks complete.
+        assert_eq!(collect(&one, &exit(ExitStatus::Signal(6), started)), []);
+        assert_eq!(collect(&one, &exit(ExitStatus::Signal(9), PASSED)), []);
+        // Terminated by shoal (timeout).
+        let mut timed_out = exit(ExitStatus::Code(0), PASSED);
+        timed_out.terminated = true;
+        assert_eq!(collect(&one, &timed_out), []);
+        // `exit()` called mid-test: no result line, no summary.
+        assert_eq!(collect(&one, &exit(ExitStatus::Code(0), started)), []);
+        assert_eq!(collect(&one, &exit(ExitStatus::Code(3), started)), []);
+        // The test is gone (renamed since discovery): everything filtered out.
+        let none = "\nrunning 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 5 filtered out; finished in 0.00s\n";
+        assert_eq!(collect(&one, &exit(ExitStatus::Code(0), none)), []);
+        // Exit code contradicting the report.
+        assert_eq!(collect(&one, &exit(ExitStatus::Code(101), PASSED)), []);
+    }
+
+    #[test]
+    fn collect_reads_several_tests_from_their_lines() {
+        let out = "running 3 tests\ntest a::one ... ok\ntest two ... FAILED\n\nfailures:\n\n---- two stdout ----\nthread 'two' panicked at tests/api.rs:3:5:\nboom\n\nfailures:\n    two\n\ntest result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n";
+        let tests = [case("a::one"), case("two"), case("three")];
+        let results = collect(&tests, &exit(ExitStatus::Code(101), out));
+        assert_eq!(
+            outcome_and_message(&results),
+            [(Outcome::Pass, None), (Outcome::Fail, Some("boom"))]
+        );
+    }
+
+    #[test]
+    fn collect_finds_the_path_in_the_name_without_runner_data() {
+        let mut test = case("a::one");
+        test.runner = None;
+        let results = collect(&[test], &exit(ExitStatus::Code(0), PASSED));
+        assert_eq!(outcome_and_message(&results), [(Outcome::Pass, None)]);
+    }
+}
