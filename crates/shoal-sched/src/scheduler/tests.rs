@@ -1,0 +1,679 @@
+//! Unit tests of the scheduler's policies, one behaviour per test.
+
+use super::*;
+use shoal_core::TestId;
+
+const A: SlotId = SlotId::local(1);
+const B: SlotId = SlotId::local(2);
+const T0: Duration = Duration::ZERO;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn test(suite: &str, name: &str, est_ms: u64) -> PlannedTest {
+    PlannedTest {
+        case: TestCase {
+            id: TestId::new(suite, name),
+            group: "g".into(),
+            runner: None,
+        },
+        estimate: ms(est_ms),
+        retries: 0,
+        max_batch: 64,
+    }
+}
+
+fn with_retries(mut t: PlannedTest, retries: u32) -> PlannedTest {
+    t.retries = retries;
+    t
+}
+
+fn sched(tests: Vec<PlannedTest>, repeat: u32, slots: &[SlotId]) -> Scheduler {
+    Scheduler::new(SchedConfig::default(), tests, repeat, slots).expect("valid plan")
+}
+
+fn names(l: &Lease) -> Vec<&str> {
+    l.items.iter().map(|e| e.case.id.name.as_str()).collect()
+}
+
+/// Leases one batch on `slot` and reports `outcome` for all of it.
+fn run_batch(s: &mut Scheduler, slot: SlotId, outcome: Outcome) -> Option<(Lease, Vec<Decision>)> {
+    let l = s.lease(slot, T0)?;
+    let ds = l
+        .items
+        .iter()
+        .map(|e| s.report(l.id, l.token, e.exec, outcome, T0))
+        .collect();
+    s.release(l.id, l.token, T0);
+    Some((l, ds))
+}
+
+#[test]
+fn leases_longest_first_with_ties_broken_by_test_id() {
+    let tests = vec![
+        test("s", "b", 100),
+        test("s", "short", 10),
+        test("s", "a", 100),
+        test("s", "long", 500),
+    ];
+    let tests = tests
+        .into_iter()
+        .map(|mut t| {
+            t.max_batch = 1;
+            t
+        })
+        .collect();
+    let mut s = sched(tests, 1, &[A]);
+    let order: Vec<String> = std::iter::from_fn(|| run_batch(&mut s, A, Outcome::Pass))
+        .map(|(l, _)| names(&l).concat())
+        .collect();
+    assert_eq!(order, ["long", "a", "b", "short"]);
+    assert!(s.is_finished());
+}
+
+#[test]
+fn batches_shrink_as_the_queue_drains_down_to_single_tests() {
+    let tests = (0..200)
+        .map(|i| test("s", &format!("t{i:03}"), 1000))
+        .collect();
+    let mut s = sched(tests, 1, &[A, B]);
+    let mut sizes = Vec::new();
+    while let Some((l, _)) = run_batch(&mut s, A, Outcome::Pass) {
+        sizes.push(l.items.len());
+    }
+    // Target = queued / (2 × 2 slots): 200/4 = 50, 150/4 = 37, ...
+    assert_eq!(sizes[..3], [50, 37, 28]);
+    assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
+    assert_eq!(sizes[sizes.len() - 3..], [1, 1, 1]);
+    assert_eq!(sizes.iter().sum::<usize>(), 200);
+}
+
+#[test]
+fn batches_respect_max_batch() {
+    let tests = (0..100)
+        .map(|i| {
+            let mut t = test("s", &format!("t{i:03}"), 1000);
+            t.max_batch = 8;
+            t
+        })
+        .collect();
+    let mut s = sched(tests, 1, &[A]);
+    let l = s.lease(A, T0).unwrap();
+    assert_eq!(l.items.len(), 8);
+}
+
+#[test]
+fn a_test_longer_than_the_target_is_leased_alone() {
+    let tests = vec![
+        test("s", "huge", 100_000),
+        test("s", "x", 10),
+        test("s", "y", 10),
+    ];
+    let mut s = sched(tests, 1, &[A, B]);
+    assert_eq!(names(&s.lease(A, T0).unwrap()), ["huge"]);
+    assert_eq!(names(&s.lease(B, T0).unwrap()), ["x"]);
+}
+
+#[test]
+fn a_batch_holds_one_suite_and_the_longest_suite_head_goes_first() {
+    let tests = vec![
+        test("py", "p1", 300),
+        test("rs", "r1", 500),
+        test("py", "p2", 200),
+        test("rs", "r2", 100),
+    ];
+    let mut s = sched(tests, 1, &[A]);
+    let first = s.lease(A, T0).unwrap();
+    assert_eq!(first.suite(), "rs");
+    assert!(first.items.iter().all(|e| e.case.id.suite == "rs"));
+    let second = s.lease(A, T0).unwrap();
+    assert_eq!(second.suite(), "py");
+    assert!(second.items.iter().all(|e| e.case.id.suite == "py"));
+}
+
+#[test]
+fn repeat_runs_every_test_n_times_never_twice_in_one_batch() {
+    let tests = vec![test("s", "a", 100), test("s", "b", 100), test("s", "c", 50)];
+    let mut s = sched(tests, 3, &[A]);
+    assert_eq!(s.planned(), 9);
+    let mut seen = HashMap::<(String, u32), FinalStatus>::new();
+    while let Some((l, ds)) = run_batch(&mut s, A, Outcome::Pass) {
+        let mut ids: Vec<_> = names(&l);
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(
+            ids.len(),
+            l.items.len(),
+            "duplicate test in {:?}",
+            names(&l)
+        );
+        for (e, d) in l.items.iter().zip(ds) {
+            let prev = seen.insert(
+                (e.case.id.name.clone(), e.repeat),
+                d.final_status().unwrap(),
+            );
+            assert!(
+                prev.is_none(),
+                "{} repeat {} finished twice",
+                e.case.id,
+                e.repeat
+            );
+        }
+    }
+    assert_eq!(seen.len(), 9);
+    assert!(seen.values().all(|&st| st == FinalStatus::Passed));
+    assert_eq!(s.counts().passed, 9);
+}
+
+#[test]
+fn final_statuses_follow_the_attempts() {
+    let tests = vec![
+        with_retries(test("s", "pass", 10), 2),
+        with_retries(test("s", "flaky", 10), 2),
+        with_retries(test("s", "fails", 10), 1),
+        with_retries(test("s", "skip", 10), 2),
+        with_retries(test("s", "fail_then_skip", 10), 2),
+    ];
+    let script: HashMap<&str, Vec<Outcome>> = HashMap::from([
+        ("pass", vec![Outcome::Pass]),
+        (
+            "flaky",
+            vec![Outcome::Fail, Outcome::Timeout, Outcome::Pass],
+        ),
+        ("fails", vec![Outcome::Fail, Outcome::Crash]),
+        ("skip", vec![Outcome::Skip]),
+        ("fail_then_skip", vec![Outcome::Fail, Outcome::Skip]),
+    ]);
+    let cfg = SchedConfig {
+        broken_build_floor: 100,
+        ..SchedConfig::default()
+    };
+    let mut s = Scheduler::new(cfg, tests, 1, &[A, B]).unwrap();
+    let mut finals = HashMap::new();
+    let mut slot = A;
+    while let Some(l) = s.lease(slot, T0) {
+        for e in &l.items {
+            let name = e.case.id.name.as_str();
+            let outcome = script[name][e.attempt as usize - 1];
+            let d = s.report(l.id, l.token, e.exec, outcome, T0);
+            if let Some(st) = d.final_status() {
+                finals.insert(name.to_owned(), (st, e.attempt));
+            } else {
+                assert_eq!(d, Decision::Retry);
+            }
+        }
+        s.release(l.id, l.token, T0);
+        slot = if slot == A { B } else { A };
+    }
+    assert!(s.is_finished());
+    let want = [
+        ("pass", FinalStatus::Passed, 1),
+        ("flaky", FinalStatus::Flaky, 3),
+        ("fails", FinalStatus::Failed, 2),
+        ("skip", FinalStatus::Skipped, 1),
+        ("fail_then_skip", FinalStatus::Failed, 2),
+    ];
+    for (name, st, attempts) in want {
+        assert_eq!(finals[name], (st, attempts), "{name}");
+    }
+    assert_eq!(s.counts().attempts, 1 + 3 + 2 + 1 + 2);
+}
+
+#[test]
+fn a_retry_goes_to_another_slot_soon_not_to_the_end_of_the_queue() {
+    let mut tests: Vec<_> = (0..20)
+        .map(|i| test("s", &format!("t{i:02}"), 100))
+        .collect();
+    tests.push(with_retries(test("s", "flaky", 1000), 1));
+    let mut s = sched(tests, 1, &[A, B]);
+    let l = s.lease(A, T0).unwrap();
+    assert_eq!(l.items[0].case.id.name, "flaky");
+    for e in &l.items {
+        let outcome = if e.case.id.name == "flaky" {
+            Outcome::Fail
+        } else {
+            Outcome::Pass
+        };
+        s.report(l.id, l.token, e.exec, outcome, T0);
+    }
+    s.release(l.id, l.token, T0);
+    // Slot A, where it failed, gets other work although the retry is first.
+    let again = s.lease(A, T0).unwrap();
+    assert!(!names(&again).contains(&"flaky"), "{:?}", names(&again));
+    // The next slot to ask takes the retry first.
+    let other = s.lease(B, T0).unwrap();
+    assert_eq!(other.items[0].case.id.name, "flaky");
+    assert_eq!(other.items[0].attempt, 2);
+}
+
+#[test]
+fn a_slot_takes_a_retry_that_avoids_it_rather_than_idle() {
+    let tests = vec![
+        with_retries(test("s", "flaky", 100), 1),
+        test("s", "other", 10),
+    ];
+    let mut s = sched(tests, 1, &[A, B]);
+    let la = s.lease(A, T0).unwrap();
+    assert_eq!(names(&la), ["flaky"]);
+    let lb = s.lease(B, T0).unwrap();
+    assert_eq!(names(&lb), ["other"]);
+    assert_eq!(
+        s.report(la.id, la.token, la.items[0].exec, Outcome::Fail, T0),
+        Decision::Retry
+    );
+    s.release(la.id, la.token, T0);
+    // B is busy; nothing else is queued: A takes its own failure back.
+    let again = s.lease(A, T0).unwrap();
+    assert_eq!(names(&again), ["flaky"]);
+    assert_eq!(again.items[0].attempt, 2);
+}
+
+#[test]
+fn with_one_slot_a_retry_runs_next() {
+    let mut tests: Vec<_> = (0..10).map(|i| test("s", &format!("t{i}"), 100)).collect();
+    tests.push(with_retries(test("s", "flaky", 1000), 1));
+    let mut s = sched(tests, 1, &[A]);
+    let l = s.lease(A, T0).unwrap();
+    let flaky = l.items.iter().find(|e| e.case.id.name == "flaky").unwrap();
+    assert_eq!(
+        s.report(l.id, l.token, flaky.exec, Outcome::Fail, T0),
+        Decision::Retry
+    );
+    let l2 = s.lease(A, T0).unwrap();
+    assert_eq!(l2.items[0].case.id.name, "flaky");
+}
+
+#[test]
+fn a_retry_prefers_another_worker_over_another_slot_of_the_same_worker() {
+    let w0s1 = SlotId::new(0, 1);
+    let w0s2 = SlotId::new(0, 2);
+    let w1s1 = SlotId::new(1, 1);
+    let mut tests: Vec<_> = (0..50)
+        .map(|i| test("s", &format!("t{i:02}"), 100))
+        .collect();
+    tests.push(with_retries(test("s", "flaky", 1000), 2));
+    let mut s = sched(tests, 1, &[w0s1, w0s2, w1s1]);
+    let l = s.lease(w0s1, T0).unwrap();
+    assert_eq!(l.items[0].case.id.name, "flaky");
+    assert_eq!(
+        s.report(l.id, l.token, l.items[0].exec, Outcome::Fail, T0),
+        Decision::Retry
+    );
+    let sibling = s.lease(w0s2, T0).unwrap();
+    assert!(!names(&sibling).contains(&"flaky"));
+    let other_worker = s.lease(w1s1, T0).unwrap();
+    assert_eq!(other_worker.items[0].case.id.name, "flaky");
+}
+
+#[test]
+fn a_retry_after_a_crash_or_timeout_runs_alone() {
+    for outcome in [Outcome::Crash, Outcome::Timeout] {
+        let mut tests: Vec<_> = (0..40)
+            .map(|i| test("s", &format!("t{i:02}"), 100))
+            .collect();
+        tests.push(with_retries(test("s", "crashy", 1000), 1));
+        let mut s = sched(tests, 1, &[A]);
+        let l = s.lease(A, T0).unwrap();
+        assert!(l.items.len() > 1);
+        assert_eq!(l.items[0].case.id.name, "crashy");
+        assert_eq!(
+            s.report(l.id, l.token, l.items[0].exec, outcome, T0),
+            Decision::Retry
+        );
+        s.release(l.id, l.token, T0);
+        // Without isolation the retry would lead a batch of 100 ms tests.
+        let alone = s.lease(A, T0).unwrap();
+        assert_eq!(names(&alone), ["crashy"], "{outcome}");
+        assert_eq!(names(&s.lease(A, T0).unwrap())[0], "t00", "{outcome}");
+    }
+}
+
+#[test]
+fn a_retry_batches_with_tests_of_its_suite() {
+    let mut tests: Vec<_> = (0..40)
+        .map(|i| test("s", &format!("t{i:02}"), 100))
+        .collect();
+    tests.push(with_retries(test("s", "flaky", 1000), 1));
+    let mut s = sched(tests, 1, &[A]);
+    let l = s.lease(A, T0).unwrap();
+    assert_eq!(
+        s.report(l.id, l.token, l.items[0].exec, Outcome::Fail, T0),
+        Decision::Retry
+    );
+    let next = s.lease(A, T0).unwrap();
+    assert_eq!(next.items[0].case.id.name, "flaky");
+    assert!(next.items.len() > 1);
+}
+
+#[test]
+fn retries_stop_once_the_build_looks_broken() {
+    let tests = (0..100)
+        .map(|i| with_retries(test("s", &format!("t{i:03}"), 10), 3))
+        .collect();
+    let cfg = SchedConfig {
+        broken_build_floor: 0,
+        ..SchedConfig::default()
+    };
+    let mut s = Scheduler::new(cfg, tests, 1, &[A]).unwrap();
+    let mut decisions = Vec::new();
+    while let Some(l) = s.lease(A, T0) {
+        for e in &l.items {
+            if e.attempt == 1 {
+                decisions.push(s.report(l.id, l.token, e.exec, Outcome::Fail, T0));
+            } else {
+                s.report(l.id, l.token, e.exec, Outcome::Pass, T0);
+            }
+        }
+        s.release(l.id, l.token, T0);
+    }
+    // 10% of 100: the 11th failed execution breaks the build.
+    assert!(decisions[..10].iter().all(|d| *d == Decision::Retry));
+    assert!(
+        decisions[10..]
+            .iter()
+            .all(|d| *d == Decision::Final(FinalStatus::Failed))
+    );
+    assert!(s.broken_build());
+    assert_eq!(s.counts().flaky, 10);
+    assert_eq!(s.counts().failed, 90);
+}
+
+#[test]
+fn a_small_selection_is_retried_despite_the_threshold() {
+    let mut s = sched(vec![with_retries(test("s", "only", 10), 3)], 1, &[A]);
+    let (_, ds) = run_batch(&mut s, A, Outcome::Fail).unwrap();
+    assert_eq!(ds, [Decision::Retry]);
+    assert!(!s.broken_build());
+}
+
+#[test]
+fn unreported_executions_are_requeued_at_the_front_then_lost() {
+    let mut tests: Vec<_> = (0..10).map(|i| test("s", &format!("t{i}"), 10)).collect();
+    tests.push(test("s", "killer", 20));
+    let mut s = sched(tests, 1, &[A, B]);
+    let killer = |l: &Lease| l.items.iter().find(|e| e.case.id.name == "killer").cloned();
+    for round in 1..=3 {
+        let l = s.lease(A, T0).unwrap();
+        let k = killer(&l).expect("the requeued test comes first");
+        assert_eq!(k.attempt, 1);
+        assert!(s.release(l.id, l.token, T0).is_empty(), "round {round}");
+        assert_eq!(s.queued(), 11, "round {round}");
+        // Released tests that did not run are back, not only the one.
+        assert_eq!(s.in_flight(), 0);
+    }
+    let l = s.lease(A, T0).unwrap();
+    let lost = s.release(l.id, l.token, T0);
+    let lost_names: Vec<&str> = lost.iter().map(|(e, _)| e.case.id.name.as_str()).collect();
+    assert!(lost_names.contains(&"killer"));
+    assert!(
+        lost.iter()
+            .all(|(_, d)| *d == Decision::Final(FinalStatus::Failed))
+    );
+    assert_eq!(s.lost(), lost.len());
+    assert_eq!(s.counts().failed, lost.len());
+}
+
+#[test]
+fn release_requeues_only_what_got_no_result() {
+    let tests = (0..6).map(|i| test("s", &format!("t{i}"), 10)).collect();
+    let mut s = sched(tests, 1, &[A]);
+    let l = s.lease(A, T0).unwrap();
+    assert_eq!(l.items.len(), 3);
+    s.report(l.id, l.token, l.items[0].exec, Outcome::Pass, T0);
+    assert!(s.release(l.id, l.token, T0).is_empty());
+    assert_eq!(s.queued(), 5);
+    let next = s.lease(A, T0).unwrap();
+    assert_eq!(names(&next)[0], l.items[1].case.id.name);
+    // Releasing again is stale and changes nothing.
+    assert!(s.release(l.id, l.token, T0).is_empty());
+    assert_eq!(s.queued() + s.in_flight() + s.finished(), 6);
+}
+
+#[test]
+fn a_late_report_after_expiry_is_stale_and_counted_once() {
+    let cfg = SchedConfig {
+        lease_timeout: Some(Duration::from_secs(10)),
+        ..SchedConfig::default()
+    };
+    let mut s = Scheduler::new(cfg, vec![test("s", "t", 10)], 1, &[A, B]).unwrap();
+    let l = s.lease(A, Duration::from_secs(1)).unwrap();
+    assert_eq!(l.deadline, Some(Duration::from_secs(11)));
+    assert_eq!(s.next_deadline(), Some(Duration::from_secs(11)));
+    assert!(s.expire(Duration::from_secs(10)).is_empty());
+    let expired = s.expire(Duration::from_secs(11));
+    assert_eq!(expired.len(), 1);
+    assert_eq!((expired[0].lease, expired[0].slot), (l.id, A));
+    assert!(expired[0].lost.is_empty());
+    let exec = l.items[0].exec;
+    assert_eq!(
+        s.report(l.id, l.token, exec, Outcome::Pass, Duration::from_secs(12)),
+        Decision::Stale
+    );
+    assert_eq!(s.counts().attempts, 0);
+    assert_eq!(
+        s.renew(l.id, l.token, Duration::from_secs(12)),
+        Err(StaleLease(l.id))
+    );
+
+    let l2 = s.lease(B, Duration::from_secs(12)).unwrap();
+    assert_eq!(l2.items[0].exec, exec);
+    assert_ne!(l2.token, l.token);
+    // The old holder's result, with the new lease id but its old token.
+    assert_eq!(
+        s.report(l2.id, l.token, exec, Outcome::Fail, Duration::from_secs(12)),
+        Decision::Stale
+    );
+    let d = s.report(
+        l2.id,
+        l2.token,
+        exec,
+        Outcome::Pass,
+        Duration::from_secs(13),
+    );
+    assert_eq!(d, Decision::Final(FinalStatus::Passed));
+    assert_eq!(
+        s.report(
+            l2.id,
+            l2.token,
+            exec,
+            Outcome::Pass,
+            Duration::from_secs(13)
+        ),
+        Decision::Stale
+    );
+    assert_eq!(s.counts().passed, 1);
+    assert_eq!(s.counts().attempts, 1);
+    assert!(s.is_finished());
+}
+
+#[test]
+fn renewals_and_reports_push_the_deadline_back() {
+    let cfg = SchedConfig {
+        lease_timeout: Some(Duration::from_secs(10)),
+        ..SchedConfig::default()
+    };
+    let tests = vec![test("s", "a", 10), test("s", "b", 10)];
+    let mut s = Scheduler::new(cfg, tests, 1, &[A]).unwrap();
+    let l = s.lease(A, T0).unwrap();
+    assert_eq!(l.items.len(), 1, "target is half the work of one slot");
+    assert_eq!(
+        s.renew(l.id, l.token, Duration::from_secs(8)),
+        Ok(Some(Duration::from_secs(18)))
+    );
+    assert!(s.expire(Duration::from_secs(17)).is_empty());
+    s.report(
+        l.id,
+        l.token,
+        l.items[0].exec,
+        Outcome::Pass,
+        Duration::from_secs(15),
+    );
+    assert!(s.expire(Duration::from_secs(24)).is_empty());
+    assert_eq!(s.expire(Duration::from_secs(25)).len(), 1);
+    assert_eq!(s.renew(l.id, l.token + 1, T0), Err(StaleLease(l.id)));
+}
+
+#[test]
+fn reports_with_a_wrong_token_or_for_another_lease_are_stale() {
+    let tests = vec![test("s", "a", 10), test("s", "b", 10), test("s", "c", 10)];
+    let mut s = sched(tests, 1, &[A, B]);
+    let la = s.lease(A, T0).unwrap();
+    let lb = s.lease(B, T0).unwrap();
+    let ea = la.items[0].exec;
+    let eb = lb.items[0].exec;
+    assert_eq!(
+        s.report(la.id, la.token + 1, ea, Outcome::Pass, T0),
+        Decision::Stale
+    );
+    assert_eq!(
+        s.report(la.id, la.token, eb, Outcome::Pass, T0),
+        Decision::Stale
+    );
+    assert_eq!(
+        s.report(la.id, la.token, ExecId(999), Outcome::Pass, T0),
+        Decision::Stale
+    );
+    assert_eq!(
+        s.report(LeaseId(999), la.token, ea, Outcome::Pass, T0),
+        Decision::Stale
+    );
+    assert_eq!(s.counts().attempts, 0);
+    assert!(
+        s.report(la.id, la.token, ea, Outcome::Pass, T0)
+            .final_status()
+            .is_some()
+    );
+}
+
+#[test]
+fn a_rebuilt_scheduler_fences_off_tokens_of_its_predecessor() {
+    let old = sched(vec![test("s", "t", 10)], 1, &[A])
+        .lease(A, T0)
+        .unwrap();
+    let cfg = SchedConfig {
+        token_base: 1 << 32,
+        ..SchedConfig::default()
+    };
+    let mut s = Scheduler::new(cfg, vec![test("s", "t", 10)], 1, &[A]).unwrap();
+    let new = s.lease(A, T0).unwrap();
+    assert_eq!(new.id, old.id);
+    assert_eq!(
+        s.report(old.id, old.token, old.items[0].exec, Outcome::Pass, T0),
+        Decision::Stale
+    );
+}
+
+#[test]
+fn removing_a_slot_requeues_its_batches() {
+    let tests = (0..8).map(|i| test("s", &format!("t{i}"), 10)).collect();
+    let mut s = sched(tests, 1, &[A, B]);
+    let la = s.lease(A, T0).unwrap();
+    assert!(s.remove_slot(A).is_empty());
+    assert_eq!(s.live_slots(), 1);
+    assert_eq!(s.in_flight(), 0);
+    assert_eq!(s.queued(), 8);
+    assert_eq!(
+        s.report(la.id, la.token, la.items[0].exec, Outcome::Pass, T0),
+        Decision::Stale
+    );
+    let lb = s.lease(B, T0).unwrap();
+    assert_eq!(lb.items[0].exec, la.items[0].exec);
+}
+
+#[test]
+fn cancel_returns_everything_not_final_and_ends_the_run() {
+    let tests = (0..10).map(|i| test("s", &format!("t{i}"), 10)).collect();
+    let mut s = sched(tests, 2, &[A]);
+    let l = s.lease(A, T0).unwrap();
+    s.report(l.id, l.token, l.items[0].exec, Outcome::Pass, T0);
+    let not_run = s.cancel_all();
+    assert_eq!(not_run.len(), 19);
+    assert!(!not_run.iter().any(|e| e.exec == l.items[0].exec));
+    assert!(s.is_finished());
+    assert_eq!(s.cancelled(), 19);
+    assert_eq!(s.finished(), 1);
+    assert!(s.lease(A, T0).is_none());
+    assert_eq!(
+        s.report(l.id, l.token, l.items[1].exec, Outcome::Pass, T0),
+        Decision::Stale
+    );
+    assert!(s.cancel_all().is_empty());
+    assert_eq!(s.remaining_estimate(), Duration::ZERO);
+}
+
+#[test]
+fn remaining_estimate_counts_queued_and_in_flight_work() {
+    let tests = vec![
+        test("s", "a", 300),
+        test("s", "b", 200),
+        test("s", "c", 100),
+    ];
+    let mut s = sched(tests, 2, &[A, B]);
+    assert_eq!(s.remaining_estimate(), ms(1200));
+    let l = s.lease(A, T0).unwrap();
+    assert_eq!(l.estimate, ms(300));
+    assert_eq!(s.remaining_estimate(), ms(1200));
+    s.report(l.id, l.token, l.items[0].exec, Outcome::Pass, T0);
+    assert_eq!(s.remaining_estimate(), ms(900));
+}
+
+#[test]
+fn lease_is_none_while_everything_is_in_flight_then_work_reappears() {
+    let mut s = sched(vec![with_retries(test("s", "t", 10), 1)], 1, &[A, B]);
+    let l = s.lease(A, T0).unwrap();
+    assert!(s.lease(B, T0).is_none());
+    assert!(!s.is_finished());
+    s.report(l.id, l.token, l.items[0].exec, Outcome::Fail, T0);
+    assert_eq!(s.lease(B, T0).unwrap().items[0].attempt, 2);
+}
+
+#[test]
+fn invalid_plans_are_refused() {
+    let dup = vec![test("s", "t", 10), test("s", "t", 20)];
+    assert_eq!(
+        Scheduler::new(SchedConfig::default(), dup, 1, &[A]).unwrap_err(),
+        SchedError::DuplicateTest(TestId::new("s", "t"))
+    );
+    let same_name_other_suite = vec![test("s", "t", 10), test("r", "t", 20)];
+    assert!(Scheduler::new(SchedConfig::default(), same_name_other_suite, 1, &[A]).is_ok());
+    assert_eq!(
+        Scheduler::new(SchedConfig::default(), vec![test("s", "t", 1)], 0, &[A]).unwrap_err(),
+        SchedError::ZeroRepeat
+    );
+}
+
+#[test]
+fn an_empty_plan_is_finished_at_once() {
+    let mut s = sched(Vec::new(), 1, &[A]);
+    assert!(s.is_finished());
+    assert!(s.lease(A, T0).is_none());
+}
+
+#[test]
+fn retries_of_two_repetitions_of_a_test_go_to_separate_batches() {
+    const C: SlotId = SlotId::local(3);
+    let mut tests: Vec<_> = (0..30)
+        .map(|i| test("s", &format!("t{i:02}"), 100))
+        .collect();
+    // Same estimate as the rest: "flaky" sorts first by name.
+    tests.push(with_retries(test("s", "flaky", 100), 1));
+    let mut s = sched(tests, 2, &[A, B, C]);
+    let leases = [s.lease(A, T0).unwrap(), s.lease(B, T0).unwrap()];
+    for l in &leases {
+        assert_eq!(l.items[0].case.id.name, "flaky");
+        assert_eq!(
+            s.report(l.id, l.token, l.items[0].exec, Outcome::Fail, T0),
+            Decision::Retry
+        );
+    }
+    let l = s.lease(C, T0).unwrap();
+    assert_eq!(
+        names(&l).iter().filter(|n| **n == "flaky").count(),
+        1,
+        "{:?}",
+        names(&l)
+    );
+    assert!(l.items.len() > 1);
+    assert_eq!(s.lease(C, T0).unwrap().items[0].case.id.name, "flaky");
+}

@@ -1,0 +1,31 @@
+//! Integration tests of shoal-sched through its public API: randomized
+//! protocol interleavings against a reference model, the makespan simulator,
+//! and a throughput check.
+
+mod invariants;
+mod sim;
+mod throughput;
+
+use shoal_core::{TestCase, TestId};
+use shoal_sched::PlannedTest;
+use std::time::Duration;
+
+/// A planned test with the given estimate.
+pub fn planned(
+    suite: &str,
+    name: &str,
+    estimate: Duration,
+    retries: u32,
+    max_batch: usize,
+) -> PlannedTest {
+    PlannedTest {
+        case: TestCase {
+            id: TestId::new(suite, name),
+            group: format!("{suite}/group"),
+            runner: None,
+        },
+        estimate,
+        retries,
+        max_batch,
+    }
+}
