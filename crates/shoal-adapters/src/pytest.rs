@@ -1,1 +1,893 @@
-//! TODO(pytest): being written
+//! The pytest adapter: lists node ids with `--collect-only`, runs a batch as
+//! one pytest process, and reads results from pytest's JUnit report, falling
+//! back to the progress stream of shoal's plugin for tests the report lacks
+//! (the process died before writing it).
+//!
+//! A batch's command line names the files its tests are in and selects the
+//! exact node ids with the plugin's `--shoal-select=ID` option rather than
+//! passing node ids as arguments: pytest stops the whole run ("not found",
+//! exit 4) when one node id argument does not resolve, and before pytest 9 it
+//! cannot resolve ids with `::` inside their parameters. Selected this way, a
+//! vanished test is just missing from the results.
+//!
+//! The plugin ([`PLUGIN_SOURCE`], `shoal_pytest_plugin.py`) is written into
+//! `<support_dir>/pytest/` and loaded with `-p shoal_pytest_plugin` from
+//! PYTHONPATH. It reports collected items and per-test start/finish lines on
+//! the progress pipe (`SHOAL_PROGRESS_FD`) or, for discovery, to a file
+//! (`SHOAL_PROGRESS_FILE`).
+//!
+//! A test's id is its pytest node id, relative to pytest's rootdir. When the
+//! rootdir is not the suite root, [`TestCase::runner`] holds the id relative to
+//! the suite root, which is what goes on the command line.
+
+use crate::command::{display_argv, is_stale, list_failed, run_listing};
+use crate::junit::{self, Assignment, JunitCase, JunitStatus};
+use crate::{Adapter, AdapterError, BatchCtx, DiscoverCtx, Invocation, Progress};
+use async_trait::async_trait;
+use serde::Deserialize;
+use shoal_core::{CapturedOutput, Outcome, TestCase, TestId, TestResult};
+use shoal_exec::{ProcessExit, ProcessSpec};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Source of the pytest plugin shoal loads into every pytest it starts.
+pub const PLUGIN_SOURCE: &str = include_str!("shoal_pytest_plugin.py");
+const PLUGIN_MODULE: &str = "shoal_pytest_plugin";
+/// Directory under the support dir that holds the plugin (and goes on PYTHONPATH).
+const PLUGIN_DIR: &str = "pytest";
+/// Exit code of pytest when no tests were collected.
+const EXIT_NO_TESTS: i32 = 5;
+
+/// Distinguishes temporary files of concurrent discoveries in one process.
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Runs pytest suites.
+#[derive(Debug, Clone)]
+pub struct PytestAdapter {
+    python: String,
+    args: Vec<String>,
+}
+
+impl PytestAdapter {
+    /// `python` is the interpreter to run `-m pytest` with; `args` go to
+    /// pytest both when listing and when running.
+    pub fn new(python: String, args: Vec<String>) -> Self {
+        Self { python, args }
+    }
+
+    /// Writes the plugin into `support_dir` unless it is already there with
+    /// the same content, and returns the directory to put on PYTHONPATH.
+    /// Safe to call concurrently: the file is replaced atomically.
+    pub fn install_plugin(support_dir: &Path) -> io::Result<PathBuf> {
+        let dir = std::path::absolute(support_dir.join(PLUGIN_DIR))?;
+        let path = dir.join(format!("{PLUGIN_MODULE}.py"));
+        if std::fs::read(&path).is_ok_and(|current| current == PLUGIN_SOURCE.as_bytes()) {
+            return Ok(dir);
+        }
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!(
+            ".{PLUGIN_MODULE}.{}.{}.tmp",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&tmp, PLUGIN_SOURCE)?;
+        std::fs::rename(&tmp, &path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
+        Ok(dir)
+    }
+
+    /// `<python> -m pytest -p shoal_pytest_plugin -p no:cacheprovider`.
+    fn base_argv(&self) -> Vec<String> {
+        [
+            self.python.as_str(),
+            "-m",
+            "pytest",
+            "-p",
+            PLUGIN_MODULE,
+            "-p",
+            "no:cacheprovider",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+}
+
+/// PYTHONPATH with the plugin directory first, then whatever `env` (or, if it
+/// has none, this process) has.
+fn pythonpath(plugin_dir: &Path, env: &BTreeMap<String, String>) -> String {
+    let existing = env
+        .get("PYTHONPATH")
+        .cloned()
+        .or_else(|| std::env::var("PYTHONPATH").ok())
+        .filter(|p| !p.is_empty());
+    let mut joined = OsString::from(plugin_dir);
+    if let Some(existing) = existing {
+        joined.push(":");
+        joined.push(existing);
+    }
+    joined.to_string_lossy().into_owned()
+}
+
+/// A line the plugin writes (schema version 1).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+enum PluginEvent {
+    Collected {
+        nodeid: String,
+        file: String,
+        #[serde(default)]
+        arg: Option<String>,
+    },
+    CollectionFinished {
+        count: usize,
+    },
+    Start {
+        nodeid: String,
+    },
+    Finish {
+        nodeid: String,
+        outcome: String,
+        duration: f64,
+        #[serde(default)]
+        message: Option<String>,
+    },
+}
+
+#[async_trait]
+impl Adapter for PytestAdapter {
+    fn name(&self) -> &'static str {
+        "pytest"
+    }
+
+    async fn discover(&self, ctx: &DiscoverCtx) -> Result<Vec<TestCase>, AdapterError> {
+        let io_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| AdapterError::Io { path, source }
+        };
+        let plugin_dir =
+            Self::install_plugin(&ctx.support_dir).map_err(io_err(&ctx.support_dir))?;
+        let listing = plugin_dir.join(format!(
+            "collect-{}-{}.jsonl",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut argv = self.base_argv();
+        argv.extend(["--collect-only".into(), "-q".into()]);
+        argv.extend(self.args.iter().cloned());
+
+        let mut env: BTreeMap<String, String> = ctx.suite.env.clone();
+        env.extend(ctx.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.insert("PYTHONPATH".into(), pythonpath(&plugin_dir, &env));
+        env.insert(
+            "SHOAL_PROGRESS_FILE".into(),
+            listing.to_string_lossy().into_owned(),
+        );
+        let output = run_listing(&argv, &ctx.suite.root, &env, &["SHOAL_PROGRESS_FD"]).await;
+        let lines = std::fs::read_to_string(&listing);
+        let _ = std::fs::remove_file(&listing);
+        let output = output?;
+        match output.status.code() {
+            Some(0) => {}
+            Some(EXIT_NO_TESTS) => return Ok(Vec::new()),
+            _ => return Err(list_failed(&argv, &output)),
+        }
+        let bad = |detail: String| AdapterError::BadListOutput {
+            command: display_argv(&argv),
+            detail,
+        };
+        let lines = lines.map_err(|e| {
+            bad(format!(
+                "the shoal pytest plugin wrote no test list ({e}); was it loaded?"
+            ))
+        })?;
+        let mut tests = Vec::new();
+        let mut seen = HashSet::new();
+        let mut finished = None;
+        for line in lines.lines().filter(|l| !l.trim().is_empty()) {
+            match serde_json::from_str::<PluginEvent>(line) {
+                Ok(PluginEvent::Collected { nodeid, file, arg }) => {
+                    if seen.insert(nodeid.clone()) {
+                        tests.push(TestCase {
+                            id: TestId::new(ctx.suite.name.clone(), nodeid),
+                            group: file,
+                            runner: arg,
+                        });
+                    }
+                }
+                Ok(PluginEvent::CollectionFinished { count }) => finished = Some(count),
+                Ok(_) => {}
+                Err(e) => return Err(bad(format!("unreadable plugin line {line:?}: {e}"))),
+            }
+        }
+        match finished {
+            Some(_) => Ok(tests),
+            None => Err(bad(
+                "the shoal pytest plugin did not report the end of collection".into(),
+            )),
+        }
+    }
+
+    fn plan(&self, tests: &[TestCase], ctx: &BatchCtx) -> Vec<Invocation> {
+        if tests.is_empty() {
+            return Vec::new();
+        }
+        // Normally already there from discovery; a worker that did not
+        // discover needs it too.
+        let plugin_dir = Self::install_plugin(&ctx.support_dir).unwrap_or_else(|e| {
+            tracing::warn!(dir = %ctx.support_dir.display(), error = %e, "cannot write the shoal pytest plugin");
+            let dir = ctx.support_dir.join(PLUGIN_DIR);
+            std::path::absolute(&dir).unwrap_or(dir)
+        });
+        // pytest runs in the suite root: a relative path would land elsewhere.
+        let junit = ctx.scratch_dir.join(format!("junit-{}.xml", ctx.batch_seq));
+        let junit = std::path::absolute(&junit).unwrap_or(junit);
+        let mut argv = self.base_argv();
+        argv.push(format!("--junitxml={}", junit.display()));
+        for option in [
+            "junit_family=xunit1",
+            "junit_logging=all",
+            "junit_log_passing_tests=False",
+        ] {
+            argv.extend(["-o".to_owned(), option.to_owned()]);
+        }
+        argv.push("-q".into());
+        let (tests, files) = group_by_file(tests);
+        argv.extend(
+            tests
+                .iter()
+                .map(|t| format!("--shoal-select={}", t.id.name)),
+        );
+        argv.extend(self.args.iter().cloned());
+        argv.push("--".into());
+        argv.extend(files.into_iter().map(command_line_path));
+
+        let mut env = ctx.env.clone();
+        env.insert("PYTHONPATH".into(), pythonpath(&plugin_dir, &ctx.env));
+        let spec = ProcessSpec {
+            argv,
+            cwd: ctx.suite.root.clone(),
+            env,
+            progress_pipe: true,
+            output_cap: ctx.output_cap,
+        };
+        vec![Invocation {
+            spec,
+            tests,
+            junit: Some(junit),
+        }]
+    }
+
+    fn reports_progress(&self) -> bool {
+        true
+    }
+
+    fn parse_progress(&self, line: &str) -> Option<Progress> {
+        match serde_json::from_str::<PluginEvent>(line.trim_end()).ok()? {
+            PluginEvent::Start { nodeid } => Some(Progress::Started { name: nodeid }),
+            PluginEvent::Finish {
+                nodeid,
+                outcome,
+                duration,
+                message,
+            } => Some(Progress::Finished {
+                name: nodeid,
+                outcome: Outcome::parse(&outcome)
+                    .filter(|o| matches!(o, Outcome::Pass | Outcome::Fail | Outcome::Skip))?,
+                duration: Duration::try_from_secs_f64(duration).unwrap_or_default(),
+                message,
+            }),
+            PluginEvent::Collected { .. } | PluginEvent::CollectionFinished { .. } => None,
+        }
+    }
+
+    fn collect(
+        &self,
+        inv: &Invocation,
+        exit: &ProcessExit,
+        progress: &[Progress],
+    ) -> Vec<TestResult> {
+        let cap = inv.spec.output_cap;
+        let mut assignment = Assignment::new(inv.tests.len());
+        if let Some(path) = inv.junit.as_ref().filter(|p| !is_stale(p, exit.wall)) {
+            match junit::parse_file(path, cap) {
+                Ok(report) => {
+                    if let Some(error) = &report.error {
+                        tracing::warn!(path = %path.display(), %error, "pytest junit report read only in part");
+                    }
+                    assign_cases(&inv.tests, &report.cases, &mut assignment);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot open pytest junit report")
+                }
+            }
+        }
+        let mut finished: HashMap<&str, &Progress> = HashMap::new();
+        for p in progress {
+            if let Progress::Finished { name, .. } = p {
+                finished.insert(name.as_str(), p);
+            }
+        }
+        inv.tests
+            .iter()
+            .enumerate()
+            .filter_map(|(i, test)| {
+                assignment.take(i, test.id.clone(), cap).or_else(|| {
+                    match finished.get(test.id.name.as_str()) {
+                        Some(Progress::Finished {
+                            outcome,
+                            duration,
+                            message,
+                            ..
+                        }) => Some(TestResult {
+                            id: test.id.clone(),
+                            outcome: *outcome,
+                            duration: *duration,
+                            message: message.clone(),
+                            output: CapturedOutput::default(),
+                        }),
+                        _ => None,
+                    }
+                })
+            })
+            .collect()
+    }
+}
+
+/// The tests reordered so each file's tests are contiguous (files in order of
+/// first appearance, tests in their given order within a file), which is the
+/// order pytest runs them in, and the files to name on the command line.
+fn group_by_file(tests: &[TestCase]) -> (Vec<TestCase>, Vec<&str>) {
+    fn file_of(t: &TestCase) -> &str {
+        let arg = t.runner.as_deref().unwrap_or(&t.id.name);
+        arg.split_once("::").map_or(arg, |(file, _)| file)
+    }
+    let mut files: Vec<&str> = Vec::new();
+    let mut members: HashMap<&str, Vec<&TestCase>> = HashMap::new();
+    for test in tests {
+        let file = file_of(test);
+        let group = members.entry(file).or_default();
+        if group.is_empty() {
+            files.push(file);
+        }
+        group.push(test);
+    }
+    let ordered = files
+        .iter()
+        .flat_map(|f| members[f].iter().map(|t| (*t).clone()))
+        .collect();
+    (ordered, files)
+}
+
+/// A path as a command-line argument: pytest reads `@file` arguments as
+/// argument files, so such paths get a `./` prefix (paths starting with `-`
+/// are safe after `--`).
+fn command_line_path(path: &str) -> String {
+    if path.starts_with('@') {
+        format!("./{path}")
+    } else {
+        path.to_owned()
+    }
+}
+
+/// Matches report cases to the invocation's tests by the (classname, name)
+/// pytest derives from each node id, falling back to the name alone when the
+/// classname differs (a `junit_prefix`, another rootdir) and the match is
+/// unambiguous.
+fn assign_cases(tests: &[TestCase], cases: &[JunitCase], assignment: &mut Assignment) {
+    let mut exact: HashMap<(String, String), Vec<usize>> = HashMap::new();
+    let mut by_name: HashMap<String, Vec<(usize, String)>> = HashMap::new();
+    for (i, test) in tests.iter().enumerate() {
+        let addresses = junit_addresses(&test.id.name);
+        for address in &addresses {
+            let indices = exact.entry(address.clone()).or_default();
+            if !indices.contains(&i) {
+                indices.push(i);
+            }
+        }
+        if let Some((classname, name)) = addresses.into_iter().next() {
+            by_name.entry(name).or_default().push((i, classname));
+        }
+    }
+    for case in cases {
+        let classname = case.classname.as_deref().unwrap_or("");
+        if let Some(indices) = exact.get(&(classname.to_owned(), case.name.clone())) {
+            assignment.assign(indices, case);
+            continue;
+        }
+        let same_name = by_name
+            .get(&case.name)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let related: Vec<usize> = same_name
+            .iter()
+            .filter(|(_, expected)| {
+                dotted_suffix(classname, expected) || dotted_suffix(expected, classname)
+            })
+            .map(|(i, _)| *i)
+            .collect();
+        let unassigned: Vec<usize> = same_name
+            .iter()
+            .map(|(i, _)| *i)
+            .filter(|&i| !assignment.is_assigned(i))
+            .collect();
+        let pick = match (related.as_slice(), unassigned.as_slice()) {
+            ([one], _) | (_, [one]) => Some(*one),
+            _ => None,
+        };
+        if let Some(index) = pick {
+            assignment.assign(&[index], case);
+        } else if !assign_collection_error(tests, case, assignment) {
+            tracing::debug!(classname, name = %case.name, "pytest junit test case matches no test of the batch");
+        }
+    }
+}
+
+/// A module that failed to import is reported as one case named after the
+/// module (or directory) in dotted form; it fails every test of the batch
+/// below it that has no result of its own.
+fn assign_collection_error(
+    tests: &[TestCase],
+    case: &JunitCase,
+    assignment: &mut Assignment,
+) -> bool {
+    let is_collection_error = case.status == JunitStatus::Errored
+        && case.message.as_deref() == Some("collection failure")
+        && case.classname.as_deref().unwrap_or("").is_empty();
+    if !is_collection_error || case.name.is_empty() {
+        return false;
+    }
+    let mut assigned = false;
+    for (i, test) in tests.iter().enumerate() {
+        let file = dotted_path(test.id.name.split("::").next().unwrap_or_default());
+        let below = file == case.name
+            || file
+                .strip_prefix(case.name.as_str())
+                .is_some_and(|rest| rest.starts_with('.'));
+        if below && !assignment.is_assigned(i) {
+            assignment.assign(&[i], case);
+            assigned = true;
+        }
+    }
+    assigned
+}
+
+/// Whether `long` is `short` with a dotted prefix (`a.b.c` vs `b.c`).
+fn dotted_suffix(long: &str, short: &str) -> bool {
+    long.len() > short.len()
+        && long.ends_with(short)
+        && long.as_bytes()[long.len() - short.len() - 1] == b'.'
+}
+
+/// The (classname, name) pairs pytest's JUnit writer produces for `nodeid`:
+/// pytest ≥ 9 peels the parameters off first; earlier versions split at the
+/// first `[`. Usually both agree and one pair is returned.
+fn junit_addresses(nodeid: &str) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(2);
+    for names in [mangle(nodeid), mangle_legacy(nodeid)] {
+        let Some((last, classes)) = names.split_last() else {
+            continue;
+        };
+        let pair = (classes.join("."), bin_xml_escape(last));
+        if !out.contains(&pair) {
+            out.push(pair);
+        }
+    }
+    out
+}
+
+/// pytest's `mangle_test_address` (pytest ≥ 9).
+fn mangle(nodeid: &str) -> Vec<String> {
+    let Some((path, tail)) = nodeid.split_once("::") else {
+        return vec![dotted_path(nodeid)];
+    };
+    let (name_part, params) = match tail.split_once('[') {
+        Some((names, params)) => (names, Some(params.strip_suffix(']').unwrap_or(params))),
+        None => (tail, None),
+    };
+    let mut names = vec![dotted_path(path)];
+    names.extend(name_part.split("::").map(str::to_owned));
+    if let (Some(params), Some(last)) = (params, names.last_mut()) {
+        last.push('[');
+        last.push_str(params);
+        last.push(']');
+    }
+    names
+}
+
+/// pytest's `mangle_test_address` (pytest 7 and 8).
+fn mangle_legacy(nodeid: &str) -> Vec<String> {
+    let (path, params) = match nodeid.find('[') {
+        Some(at) => nodeid.split_at(at),
+        None => (nodeid, ""),
+    };
+    let mut names: Vec<String> = path.split("::").map(str::to_owned).collect();
+    names[0] = dotted_path(&names[0]);
+    if let Some(last) = names.last_mut() {
+        last.push_str(params);
+    }
+    names
+}
+
+/// `tests/sub/test_x.py` → `tests.sub.test_x`.
+fn dotted_path(path: &str) -> String {
+    let dotted = path.replace('/', ".");
+    match dotted.strip_suffix(".py") {
+        Some(stem) => stem.to_owned(),
+        None => dotted,
+    }
+}
+
+/// pytest's `bin_xml_escape`: characters XML cannot hold become `#xNN`.
+fn bin_xml_escape(text: &str) -> String {
+    let legal = |c: char| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{7e}' | '\u{80}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..);
+    if text.chars().all(legal) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if legal(c) => out.push(c),
+            c if u32::from(c) <= 0xFF => out.push_str(&format!("#x{:02X}", u32::from(c))),
+            c => out.push_str(&format!("#x{:04X}", u32::from(c))),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::config::{AdapterConfig, Config};
+
+    fn adapter() -> PytestAdapter {
+        PytestAdapter::new("python3".into(), vec!["-x".into()])
+    }
+
+    fn test(nodeid: &str) -> TestCase {
+        TestCase {
+            id: TestId::new("py", nodeid),
+            group: nodeid.split("::").next().unwrap_or("").into(),
+            runner: None,
+        }
+    }
+
+    fn batch(dir: &Path) -> BatchCtx {
+        let cfg = AdapterConfig::Pytest {
+            python: "python3".into(),
+            args: vec![],
+        };
+        let suite = Config::zero_config(dir, vec![("py".into(), cfg, dir.to_owned())])
+            .suites
+            .remove(0);
+        BatchCtx {
+            suite,
+            support_dir: dir.join("support"),
+            scratch_dir: dir.join("scratch"),
+            batch_seq: 3,
+            env: BTreeMap::from([
+                ("PYTHONPATH".into(), "/user/lib".into()),
+                ("SHOAL_SLOT".into(), "2".into()),
+            ]),
+            output_cap: 4096,
+        }
+    }
+
+    fn case(classname: &str, name: &str, status: JunitStatus) -> JunitCase {
+        JunitCase {
+            suite: Some("pytest".into()),
+            classname: Some(classname.into()),
+            name: name.into(),
+            file: None,
+            time: Some(Duration::from_millis(10)),
+            status,
+            message: None,
+            kind: None,
+            details: CapturedOutput::default(),
+            system_out: CapturedOutput::default(),
+            system_err: CapturedOutput::default(),
+            reruns: 0,
+        }
+    }
+
+    #[test]
+    fn mangles_like_pytest() {
+        assert_eq!(
+            junit_addresses("tests/test_a.py::test_x"),
+            [("tests.test_a".to_owned(), "test_x".to_owned())]
+        );
+        assert_eq!(
+            junit_addresses("tests/deep/test_b.py::TestK::Inner::test_y[a b-1]"),
+            [(
+                "tests.deep.test_b.TestK.Inner".to_owned(),
+                "test_y[a b-1]".to_owned()
+            )]
+        );
+        assert_eq!(
+            junit_addresses("t.py::test_w[a::b]"),
+            [("t".to_owned(), "test_w[a::b]".to_owned())]
+        );
+        assert_eq!(
+            junit_addresses("t.py::test_w[br[ack]ets]"),
+            [("t".to_owned(), "test_w[br[ack]ets]".to_owned())]
+        );
+        // A bracket in the path: pytest 9 and earlier versions disagree.
+        assert_eq!(
+            junit_addresses("dir[1]/test_z.py::test_z"),
+            [
+                ("dir[1].test_z".to_owned(), "test_z".to_owned()),
+                ("".to_owned(), "dir[1]/test_z.py::test_z".to_owned())
+            ]
+        );
+        assert_eq!(
+            bin_xml_escape("a\u{7}b\u{7f}c\u{fffe}"),
+            "a#x07b#x7Fc#xFFFE"
+        );
+        assert_eq!(bin_xml_escape("ünï 日本"), "ünï 日本");
+    }
+
+    #[test]
+    fn plan_builds_one_invocation_with_safe_argv() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = batch(dir.path());
+        let mut moved = test("tests/sub/test_m.py::test_m");
+        moved.runner = Some("sub/test_m.py::test_m".into());
+        let tests = [
+            test("tests/test_a.py::test_x[$(touch /tmp/shoal-pwned)]"),
+            test("@odd/test_o.py::test_o"),
+            moved,
+            test("tests/test_a.py::test_w[a::b]"),
+        ];
+        let [inv] = &adapter().plan(&tests, &ctx)[..] else {
+            panic!("one invocation")
+        };
+        let junit = dir.path().join("scratch/junit-3.xml");
+        let expected: Vec<String> = [
+            "python3",
+            "-m",
+            "pytest",
+            "-p",
+            "shoal_pytest_plugin",
+            "-p",
+            "no:cacheprovider",
+            &format!("--junitxml={}", junit.display()),
+            "-o",
+            "junit_family=xunit1",
+            "-o",
+            "junit_logging=all",
+            "-o",
+            "junit_log_passing_tests=False",
+            "-q",
+            "--shoal-select=tests/test_a.py::test_x[$(touch /tmp/shoal-pwned)]",
+            "--shoal-select=tests/test_a.py::test_w[a::b]",
+            "--shoal-select=@odd/test_o.py::test_o",
+            "--shoal-select=tests/sub/test_m.py::test_m",
+            "-x",
+            "--",
+            "tests/test_a.py",
+            "./@odd/test_o.py",
+            "sub/test_m.py",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(inv.spec.argv, expected);
+        let order: Vec<_> = inv.tests.iter().map(|t| t.id.name.as_str()).collect();
+        assert_eq!(
+            order,
+            [
+                "tests/test_a.py::test_x[$(touch /tmp/shoal-pwned)]",
+                "tests/test_a.py::test_w[a::b]",
+                "@odd/test_o.py::test_o",
+                "tests/sub/test_m.py::test_m",
+            ]
+        );
+        assert!(inv.spec.progress_pipe);
+        assert_eq!(inv.junit.as_deref(), Some(junit.as_path()));
+        let plugin_dir = dir.path().join("support/pytest");
+        assert_eq!(
+            inv.spec.env["PYTHONPATH"],
+            format!("{}:/user/lib", plugin_dir.display())
+        );
+        assert_eq!(inv.spec.env["SHOAL_SLOT"], "2");
+        assert_eq!(
+            std::fs::read_to_string(plugin_dir.join("shoal_pytest_plugin.py")).unwrap(),
+            PLUGIN_SOURCE
+        );
+    }
+
+    #[test]
+    fn install_plugin_is_idempotent_and_repairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = PytestAdapter::install_plugin(dir.path()).unwrap();
+        let file = first.join("shoal_pytest_plugin.py");
+        std::fs::write(&file, "stale").unwrap();
+        let second = PytestAdapter::install_plugin(dir.path()).unwrap();
+        assert_eq!(first, second);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), PLUGIN_SOURCE);
+        let entries = std::fs::read_dir(&first).unwrap().count();
+        assert_eq!(entries, 1, "no temporary files are left behind");
+    }
+
+    #[test]
+    fn progress_lines() {
+        let a = adapter();
+        assert_eq!(
+            a.parse_progress(r#"{"event": "start", "nodeid": "t.py::a b", "v": 1}"#),
+            Some(Progress::Started {
+                name: "t.py::a b".into()
+            })
+        );
+        assert_eq!(
+            a.parse_progress("{\"event\": \"finish\", \"nodeid\": \"t.py::x\", \"outcome\": \"skip\", \"duration\": 0.25, \"message\": \"xfail: bug\", \"v\": 1}\n"),
+            Some(Progress::Finished { name: "t.py::x".into(), outcome: Outcome::Skip, duration: Duration::from_millis(250), message: Some("xfail: bug".into()) })
+        );
+        assert_eq!(
+            a.parse_progress(r#"{"event": "collected", "nodeid": "t.py::x", "file": "t.py"}"#),
+            None
+        );
+        assert_eq!(
+            a.parse_progress(
+                r#"{"event": "finish", "nodeid": "t", "outcome": "crash", "duration": 1}"#
+            ),
+            None
+        );
+        assert_eq!(a.parse_progress("not json"), None);
+        assert_eq!(
+            a.parse_progress(
+                r#"{"event": "finish", "nodeid": "t", "outcome": "pass", "duration": -1}"#
+            )
+            .map(|p| matches!(p, Progress::Finished { duration, .. } if duration.is_zero())),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn assigns_exact_prefixed_and_double_cases() {
+        let tests = [
+            test("tests/test_a.py::test_x"),
+            test("tests/test_a.py::TestK::test_y[p]"),
+            test("tests/b/test_c.py::test_z"),
+            test("tests/test_a.py::test_t"),
+        ];
+        let mut fail = case("tests.test_a", "test_t", JunitStatus::Failed);
+        fail.message = Some("assert 0".into());
+        let mut teardown = case("tests.test_a", "test_t", JunitStatus::Errored);
+        teardown.message = Some("teardown".into());
+        let cases = [
+            case("tests.test_a", "test_x", JunitStatus::Passed),
+            case(
+                "prefix.tests.test_a.TestK",
+                "test_y[p]",
+                JunitStatus::Skipped,
+            ),
+            case("other.root", "test_z", JunitStatus::Passed),
+            fail,
+            teardown,
+            case("tests.test_a", "not_in_batch", JunitStatus::Passed),
+        ];
+        let mut assignment = Assignment::new(tests.len());
+        assign_cases(&tests, &cases, &mut assignment);
+        let results: Vec<_> = (0..tests.len())
+            .filter_map(|i| assignment.take(i, tests[i].id.clone(), 100))
+            .collect();
+        let summary: Vec<_> = results
+            .iter()
+            .map(|r| {
+                (
+                    r.id.name.as_str(),
+                    r.outcome,
+                    r.message.as_deref(),
+                    r.duration,
+                )
+            })
+            .collect();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            summary,
+            [
+                ("tests/test_a.py::test_x", Outcome::Pass, None, ms(10)),
+                (
+                    "tests/test_a.py::TestK::test_y[p]",
+                    Outcome::Skip,
+                    None,
+                    ms(10)
+                ),
+                ("tests/b/test_c.py::test_z", Outcome::Pass, None, ms(10)),
+                (
+                    "tests/test_a.py::test_t",
+                    Outcome::Fail,
+                    Some("assert 0"),
+                    ms(20)
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn collection_errors_fail_the_tests_below_them() {
+        let tests = [
+            test("tests/test_bad.py::test_a"),
+            test("tests/test_bad.py::K::test_b[1]"),
+            test("tests/test_bad_too.py::test_c"),
+            test("tests/test_ok.py::test_d"),
+        ];
+        let mut error = case("", "tests.test_bad", JunitStatus::Errored);
+        error.message = Some("collection failure".into());
+        let mut assignment = Assignment::new(tests.len());
+        assign_cases(&tests, &[error], &mut assignment);
+        let assigned: Vec<bool> = (0..tests.len())
+            .map(|i| assignment.is_assigned(i))
+            .collect();
+        assert_eq!(assigned, [true, true, false, false]);
+        let result = assignment.take(0, tests[0].id.clone(), 100).unwrap();
+        assert_eq!(
+            (result.outcome, result.message.as_deref()),
+            (Outcome::Fail, Some("collection failure"))
+        );
+
+        let mut dir_error = case("", "tests", JunitStatus::Errored);
+        dir_error.message = Some("collection failure".into());
+        let mut assignment = Assignment::new(tests.len());
+        assign_cases(&tests, &[dir_error], &mut assignment);
+        assert!((0..tests.len()).all(|i| assignment.is_assigned(i)));
+    }
+
+    #[test]
+    fn ambiguous_name_only_matches_are_dropped() {
+        let tests = [
+            test("a/test_m.py::test_same"),
+            test("b/test_m.py::test_same"),
+        ];
+        let cases = [case("elsewhere", "test_same", JunitStatus::Passed)];
+        let mut assignment = Assignment::new(tests.len());
+        assign_cases(&tests, &cases, &mut assignment);
+        assert!(!assignment.is_assigned(0) && !assignment.is_assigned(1));
+    }
+
+    #[test]
+    fn collect_falls_back_to_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = batch(dir.path());
+        let tests = [
+            test("t.py::done"),
+            test("t.py::running"),
+            test("t.py::never"),
+        ];
+        let inv = &adapter().plan(&tests, &ctx)[0];
+        let progress = [
+            Progress::Started {
+                name: "t.py::done".into(),
+            },
+            Progress::Finished {
+                name: "t.py::done".into(),
+                outcome: Outcome::Fail,
+                duration: Duration::from_secs(1),
+                message: Some("boom".into()),
+            },
+            Progress::Started {
+                name: "t.py::running".into(),
+            },
+        ];
+        let exit = ProcessExit {
+            status: shoal_exec::ExitStatus::Code(1),
+            output: Default::default(),
+            wall: Duration::from_secs(2),
+            terminated: false,
+        };
+        let results = adapter().collect(inv, &exit, &progress);
+        assert_eq!(results.len(), 1);
+        assert_eq!(
+            (
+                results[0].id.name.as_str(),
+                results[0].outcome,
+                results[0].message.as_deref()
+            ),
+            ("t.py::done", Outcome::Fail, Some("boom"))
+        );
+    }
+}

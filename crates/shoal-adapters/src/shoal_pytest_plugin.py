@@ -1,0 +1,211 @@
+"""shoal's pytest plugin: reports collected tests and per-test progress to shoal.
+
+shoal loads it with ``-p shoal_pytest_plugin`` (it writes this file into its
+support directory and puts that directory on PYTHONPATH). Messages are JSON
+objects, one per line, schema version 1 (``"v": 1`` in every line), written to
+
+* the file descriptor named by ``SHOAL_PROGRESS_FD`` (a pipe shoal reads), or
+* the file named by ``SHOAL_PROGRESS_FILE`` (appended to),
+
+and nowhere when neither is set. Both variables are removed from the
+environment and the descriptor is made non-inheritable, so processes the tests
+start (including nested pytest runs) never write to shoal's channel.
+
+Messages:
+
+* ``{"event": "collected", "nodeid", "file", "arg"?}`` for each selected item
+  when run with ``--collect-only``; ``arg`` is how to name the item on a
+  command line run from the invocation directory, when that differs from the
+  node id (the rootdir is not the invocation directory).
+* ``{"event": "collection_finished", "count"}`` after the last ``collected``.
+* ``{"event": "start", "nodeid"}`` when a test starts.
+* ``{"event": "finish", "nodeid", "outcome", "duration", "message"}`` when a
+  test's setup, call and teardown are over. ``outcome`` is ``pass``, ``fail``
+  or ``skip`` and follows pytest's JUnit classification: an error in setup or
+  teardown fails, xfail skips, a non-strict xpass passes, a strict one fails.
+
+A failure to write (shoal went away) disables reporting; it never fails the
+test run.
+
+Selection: ``--shoal-select=NODEID`` (repeated) runs exactly those items, in
+that order, out of what the positional arguments collect (shoal passes the
+files the ids are in). Unlike node ids as arguments, an id pytest cannot
+parse back (``::`` inside parameters on pytest < 9) or that no longer exists
+costs only that test, not the whole batch.
+"""
+
+import json
+import os
+
+import pytest
+
+SCHEMA_VERSION = 1
+MESSAGE_LIMIT = 500
+
+_stream = None
+_states = {}
+
+
+def _open_channel():
+    fd = os.environ.pop("SHOAL_PROGRESS_FD", None)
+    path = os.environ.pop("SHOAL_PROGRESS_FILE", None)
+    try:
+        if fd:
+            number = int(fd)
+            os.set_inheritable(number, False)
+            return os.fdopen(number, "w", buffering=1, encoding="utf-8")
+        if path:
+            return open(path, "a", buffering=1, encoding="utf-8")
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _emit(message):
+    global _stream
+    if _stream is None:
+        return
+    message["v"] = SCHEMA_VERSION
+    try:
+        _stream.write(json.dumps(message) + "\n")
+        _stream.flush()
+    except (OSError, ValueError):
+        _stream = None
+
+
+def _short(text):
+    text = str(text).strip()
+    if len(text) > MESSAGE_LIMIT:
+        text = text[: MESSAGE_LIMIT - 3] + "..."
+    return text
+
+
+def _strip_prefix(text, prefix):
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def _failure_message(report):
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else str(report.longrepr)
+    if report.when in ("setup", "teardown"):
+        text = "error in {}: {}".format(report.when, text)
+    return _short(text)
+
+
+def _skip_message(report):
+    if hasattr(report, "wasxfail"):
+        reason = _strip_prefix(str(report.wasxfail), "reason: ")
+        return _short("xfail: " + reason) if reason else "xfail"
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return _short(_strip_prefix(str(longrepr[2]), "Skipped: "))
+    return _short(longrepr) if longrepr else None
+
+
+def _command_line_arg(config, item, invocation_dir):
+    """The item named relative to the invocation directory, or its node id."""
+    nodeid = item.nodeid
+    path_part, sep, rest = nodeid.partition("::")
+    item_path = getattr(item, "path", None)
+    if item_path is None:
+        return nodeid
+    item_path = os.path.normpath(str(item_path))
+    if os.path.normpath(os.path.join(str(config.rootpath), path_part)) != item_path:
+        return nodeid
+    relative = os.path.relpath(item_path, invocation_dir).replace(os.sep, "/")
+    return relative + sep + rest
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("shoal")
+    group.addoption(
+        "--shoal-select",
+        action="append",
+        dest="shoal_select",
+        default=None,
+        metavar="NODEID",
+        help="run only these node ids, in this order (used by shoal)",
+    )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session, config, items):
+    wanted = config.getoption("shoal_select")
+    if not wanted:
+        return
+    order = {}
+    for nodeid in wanted:
+        order.setdefault(nodeid, len(order))
+    keep = [item for item in items if item.nodeid in order]
+    drop = [item for item in items if item.nodeid not in order]
+    keep.sort(key=lambda item: order[item.nodeid])
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+    items[:] = keep
+
+
+def pytest_configure(config):
+    global _stream
+    if _stream is None:
+        _stream = _open_channel()
+
+
+def pytest_unconfigure(config):
+    global _stream
+    if _stream is not None:
+        try:
+            _stream.close()
+        except (OSError, ValueError):
+            pass
+        _stream = None
+
+
+def pytest_collection_finish(session):
+    if _stream is None or not session.config.option.collectonly:
+        return
+    config = session.config
+    invocation_dir = str(config.invocation_params.dir)
+    for item in session.items:
+        nodeid = item.nodeid
+        message = {"event": "collected", "nodeid": nodeid, "file": nodeid.partition("::")[0]}
+        try:
+            arg = _command_line_arg(config, item, invocation_dir)
+        except (OSError, ValueError):
+            arg = nodeid
+        if arg != nodeid:
+            message["arg"] = arg
+        _emit(message)
+    _emit({"event": "collection_finished", "count": len(session.items)})
+
+
+def pytest_runtest_logstart(nodeid, location):
+    _states[nodeid] = {"outcome": "pass", "duration": 0.0, "message": None}
+    _emit({"event": "start", "nodeid": nodeid})
+
+
+def pytest_runtest_logreport(report):
+    state = _states.setdefault(report.nodeid, {"outcome": "pass", "duration": 0.0, "message": None})
+    state["duration"] += getattr(report, "duration", 0.0) or 0.0
+    try:
+        if report.failed:
+            if state["outcome"] != "fail":
+                state["outcome"] = "fail"
+                state["message"] = _failure_message(report)
+        elif report.skipped and state["outcome"] == "pass":
+            state["outcome"] = "skip"
+            state["message"] = _skip_message(report)
+    except Exception as error:  # never let reporting break the run
+        state["message"] = _short("shoal plugin: could not describe the outcome: {!r}".format(error))
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    state = _states.pop(nodeid, None) or {"outcome": "pass", "duration": 0.0, "message": None}
+    _emit(
+        {
+            "event": "finish",
+            "nodeid": nodeid,
+            "outcome": state["outcome"],
+            "duration": state["duration"],
+            "message": state["message"],
+        }
+    )
