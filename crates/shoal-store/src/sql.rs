@@ -1,0 +1,488 @@
+//! The SQL layer: every statement the stores run, in one portable dialect,
+//! plus the row types, value codecs and median computation they share.
+//!
+//! Written once for SQLite and PostgreSQL: `ON CONFLICT ... DO NOTHING`,
+//! plain joins and correlated subqueries, no engine-specific functions, an
+//! alias on every derived table. Fixed
+//! statements number their parameters (`$1`; sqlx's SQLite driver binds
+//! those by number); bulk statements spell them per [`Dialect`]. Integers
+//! are bound as `i64`, booleans as `bool`, timestamps and durations as `f64`
+//! seconds, outcomes as text. An adapter only picks the driver, binds values
+//! in the documented order and maps rows with the types below.
+
+use crate::{AttemptRecord, RunEnd, RunRecord, RunSummary, StoreError};
+use shoal_core::{FinalStatus, Outcome, RunCounts};
+
+/// Most parameters one statement binds. SQLite allows 32766 and PostgreSQL
+/// 65535; staying well below both keeps statements small to prepare.
+const MAX_PARAMS: usize = 2_000;
+
+/// How many rows of `columns` parameters one statement carries.
+pub(crate) const fn rows_per_statement(columns: usize) -> usize {
+    MAX_PARAMS / columns
+}
+
+/// How a bulk statement spells its parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "the PostgreSQL adapter comes next")
+)]
+pub(crate) enum Dialect {
+    /// `?`, bound in order of appearance. SQLite finds numbered (`$7`,
+    /// `?7`) and named parameters by a linear scan, both when preparing and
+    /// when binding, so a statement with thousands of them costs quadratic
+    /// time: seconds for 10,000 attempts instead of milliseconds.
+    Sqlite,
+    /// `$1`, `$2`, ...
+    Postgres,
+}
+
+impl Dialect {
+    /// `(p, ..), (..), ...`: `rows` tuples of `columns` parameters, the
+    /// statement's parameters 1 to `rows * columns`.
+    fn tuples(self, rows: usize, columns: usize) -> String {
+        self.join(rows, columns, true)
+    }
+
+    /// `p, p, ...`: `rows` single parameters, without parentheses.
+    fn list(self, rows: usize) -> String {
+        self.join(rows, 1, false)
+    }
+
+    fn join(self, rows: usize, columns: usize, parens: bool) -> String {
+        let mut out = String::with_capacity(rows * columns * 7);
+        let mut n = 0;
+        for row in 0..rows {
+            if row > 0 {
+                out.push_str(", ");
+            }
+            if parens {
+                out.push('(');
+            }
+            for col in 0..columns {
+                if col > 0 {
+                    out.push_str(", ");
+                }
+                n += 1;
+                match self {
+                    Dialect::Sqlite => out.push('?'),
+                    Dialect::Postgres => {
+                        out.push('$');
+                        out.push_str(&n.to_string());
+                    }
+                }
+            }
+            if parens {
+                out.push(')');
+            }
+        }
+        out
+    }
+}
+
+// ---- runs ---------------------------------------------------------------
+
+/// Binds: uid, started, commit_sha, dirty, worker, selection, planned.
+/// Affects no row when the run id exists.
+pub(crate) const INSERT_RUN: &str = "INSERT INTO runs \
+     (uid, started, commit_sha, dirty, worker, selection, planned) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (uid) DO NOTHING";
+
+/// Binds: uid, ended, passed, failed, flaky, skipped, attempts, interrupted,
+/// exit_code. Affects no row when the run does not exist.
+pub(crate) const FINISH_RUN: &str = "UPDATE runs SET ended = $2, passed = $3, failed = $4, \
+     flaky = $5, skipped = $6, attempts = $7, interrupted = $8, exit_code = $9 WHERE uid = $1";
+
+/// Binds: uid. Yields the run's key (`i64`).
+pub(crate) const RUN_KEY: &str = "SELECT id FROM runs WHERE uid = $1";
+
+/// Binds: limit. Yields [`RunRow`]s, newest first.
+pub(crate) const RECENT_RUNS: &str = "SELECT uid, started, commit_sha, dirty, worker, selection, \
+     planned, ended, passed, failed, flaky, skipped, attempts, interrupted, exit_code \
+     FROM runs ORDER BY started DESC, id DESC LIMIT $1";
+
+// ---- interned names: tests, workers, commits ------------------------------
+
+/// Parameters per test in [`insert_tests`] and [`select_tests`].
+pub(crate) const TEST_COLUMNS: usize = 2;
+
+/// Binds: suite, name per test. Adds the tests not yet known.
+pub(crate) fn insert_tests(dialect: Dialect, tests: usize) -> String {
+    format!(
+        "INSERT INTO tests (suite, name) VALUES {} ON CONFLICT (suite, name) DO NOTHING",
+        dialect.tuples(tests, TEST_COLUMNS)
+    )
+}
+
+/// Binds: suite, name per test. Yields `(id, suite, name)` of the known ones.
+pub(crate) fn select_tests(dialect: Dialect, tests: usize) -> String {
+    format!(
+        "WITH wanted (suite, name) AS (VALUES {}) \
+         SELECT t.id, t.suite, t.name FROM wanted w \
+         JOIN tests t ON t.suite = w.suite AND t.name = w.name",
+        dialect.tuples(tests, TEST_COLUMNS)
+    )
+}
+
+/// A single-column table of interned names.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Names {
+    Workers,
+    Commits,
+}
+
+impl Names {
+    fn table_and_column(self) -> (&'static str, &'static str) {
+        match self {
+            Names::Workers => ("workers", "name"),
+            Names::Commits => ("commits", "sha"),
+        }
+    }
+
+    /// Binds: one name per row. Adds the names not yet known.
+    pub(crate) fn insert(self, dialect: Dialect, names: usize) -> String {
+        let (table, column) = self.table_and_column();
+        format!(
+            "INSERT INTO {table} ({column}) VALUES {} ON CONFLICT ({column}) DO NOTHING",
+            dialect.tuples(names, 1)
+        )
+    }
+
+    /// Binds: one name per row. Yields `(id, name)` of the known ones.
+    pub(crate) fn select(self, dialect: Dialect, names: usize) -> String {
+        let (table, column) = self.table_and_column();
+        format!(
+            "SELECT id, {column} FROM {table} WHERE {column} IN ({})",
+            dialect.list(names)
+        )
+    }
+}
+
+// ---- attempts -------------------------------------------------------------
+
+/// Parameters per attempt row in [`insert_attempts`].
+pub(crate) const ATTEMPT_COLUMNS: usize = 14;
+
+/// Binds per attempt: run_id, test_id, repetition, attempt, outcome,
+/// final_status, slot, worker_id, started, ended, duration, message,
+/// commit_id, dirty. Attempts already recorded are skipped.
+pub(crate) fn insert_attempts(dialect: Dialect, attempts: usize) -> String {
+    format!(
+        "INSERT INTO attempts (run_id, test_id, repetition, attempt, outcome, final_status, \
+         slot, worker_id, started, ended, duration, message, commit_id, dirty) VALUES {} \
+         ON CONFLICT (run_id, test_id, repetition, attempt) DO NOTHING",
+        dialect.tuples(attempts, ATTEMPT_COLUMNS)
+    )
+}
+
+/// Binds: run uid. Yields [`AttemptRow`]s in start order.
+pub(crate) const ATTEMPTS_OF_RUN: &str = "SELECT r.uid AS run_uid, t.suite, t.name AS test, \
+     a.attempt, a.repetition, a.outcome, a.slot, w.name AS worker, a.started, a.ended, \
+     a.duration, a.final_status, a.message, c.sha AS commit_sha, a.dirty \
+     FROM attempts a \
+     JOIN runs r ON r.id = a.run_id \
+     JOIN tests t ON t.id = a.test_id \
+     JOIN workers w ON w.id = a.worker_id \
+     LEFT JOIN commits c ON c.id = a.commit_id \
+     WHERE r.uid = $1 ORDER BY a.started, a.id";
+
+/// Parameters per asked test in [`recent_timings`].
+pub(crate) const TIMING_COLUMNS: usize = 3;
+
+/// Binds per asked test: its index in the caller's list (`i64`), suite,
+/// name. Yields `(index, started, duration)` for each test's newest
+/// `window` timed (pass or fail) attempts, possibly a few more when start
+/// times tie; [`RecentDurations`] keeps the right ones.
+///
+/// Per test, the subquery finds the start of its `window`-th newest timed
+/// attempt (one short backwards walk of the covering `attempts_timing`
+/// index) and the join reads the attempts from there on, so the cost
+/// follows the number of tests asked, never the length of their history.
+/// (A median computed in SQL with window functions per test was several
+/// times slower on SQLite.) `window` is an integer written into the text.
+pub(crate) fn recent_timings(dialect: Dialect, tests: usize, window: usize) -> String {
+    format!(
+        "WITH wanted (i, suite, name) AS (VALUES {tuples}) \
+         SELECT w.i, a.started, a.duration FROM wanted w \
+         JOIN tests t ON t.suite = w.suite AND t.name = w.name \
+         JOIN attempts a ON a.test_id = t.id AND a.outcome IN ('pass', 'fail') \
+             AND a.started >= COALESCE(( \
+                 SELECT b.started FROM attempts b \
+                 WHERE b.test_id = t.id AND b.outcome IN ('pass', 'fail') \
+                 ORDER BY b.started DESC LIMIT 1 OFFSET {skip} \
+             ), -1.0e300)",
+        tuples = dialect.tuples(tests, TIMING_COLUMNS),
+        skip = window.max(1) - 1,
+    )
+}
+
+/// Collects the rows of [`recent_timings`] and turns them into medians.
+#[derive(Debug)]
+pub(crate) struct RecentDurations {
+    window: usize,
+    /// `(started, duration)` per asked test, by index.
+    timings: Vec<Vec<(f64, f64)>>,
+}
+
+impl RecentDurations {
+    pub(crate) fn new(tests: usize, window: usize) -> Self {
+        Self {
+            window: window.max(1),
+            timings: vec![Vec::new(); tests],
+        }
+    }
+
+    /// Adds a row; an index outside the asked list means a broken query.
+    pub(crate) fn add(
+        &mut self,
+        index: i64,
+        started: f64,
+        duration: f64,
+    ) -> Result<(), StoreError> {
+        let slot = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.timings.get_mut(i));
+        let slot =
+            slot.ok_or_else(|| StoreError::Corrupt(format!("test index {index} in timings")))?;
+        slot.push((started, duration));
+        Ok(())
+    }
+
+    /// `(index, median)` of every asked test with a timed attempt: the
+    /// median of its newest `window` durations (the mean of the middle two
+    /// for an even count).
+    pub(crate) fn medians(self) -> impl Iterator<Item = (usize, f64)> {
+        let window = self.window;
+        self.timings
+            .into_iter()
+            .enumerate()
+            .filter_map(move |(i, mut timings)| {
+                timings.sort_by(|a, b| b.0.total_cmp(&a.0));
+                timings.truncate(window);
+                let mut durations: Vec<f64> = timings.into_iter().map(|(_, d)| d).collect();
+                median(&mut durations).map(|m| (i, m))
+            })
+    }
+}
+
+/// The median of `values` (reordered), or `None` if there are none.
+fn median(values: &mut [f64]) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
+// ---- rows and codecs --------------------------------------------------------
+
+/// A row of [`RECENT_RUNS`].
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct RunRow {
+    uid: String,
+    started: f64,
+    commit_sha: Option<String>,
+    dirty: bool,
+    worker: String,
+    selection: String,
+    planned: i64,
+    ended: Option<f64>,
+    passed: Option<i64>,
+    failed: Option<i64>,
+    flaky: Option<i64>,
+    skipped: Option<i64>,
+    attempts: Option<i64>,
+    interrupted: Option<bool>,
+    exit_code: Option<i64>,
+}
+
+impl RunRow {
+    pub(crate) fn into_summary(self) -> Result<RunSummary, StoreError> {
+        let end = match self.ended {
+            None => None,
+            Some(end) => {
+                let count = |v: Option<i64>| to_usize(v.unwrap_or(0), "run count");
+                Some(RunEnd {
+                    end,
+                    counts: RunCounts {
+                        passed: count(self.passed)?,
+                        failed: count(self.failed)?,
+                        flaky: count(self.flaky)?,
+                        skipped: count(self.skipped)?,
+                        attempts: count(self.attempts)?,
+                    },
+                    interrupted: self.interrupted.unwrap_or(false),
+                    exit_code: i32::try_from(self.exit_code.unwrap_or(0)).map_err(|_| {
+                        StoreError::Corrupt(format!("exit code {:?}", self.exit_code))
+                    })?,
+                })
+            }
+        };
+        Ok(RunSummary {
+            run: RunRecord {
+                run_id: self.uid,
+                started: self.started,
+                commit: self.commit_sha,
+                dirty: self.dirty,
+                worker: self.worker,
+                selection: self.selection,
+                planned: to_usize(self.planned, "planned count")?,
+            },
+            end,
+        })
+    }
+}
+
+/// A row of [`ATTEMPTS_OF_RUN`].
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct AttemptRow {
+    run_uid: String,
+    suite: String,
+    test: String,
+    attempt: i64,
+    repetition: i64,
+    outcome: String,
+    slot: i64,
+    worker: String,
+    started: f64,
+    ended: f64,
+    duration: f64,
+    final_status: Option<String>,
+    message: Option<String>,
+    commit_sha: Option<String>,
+    dirty: bool,
+}
+
+impl AttemptRow {
+    pub(crate) fn into_record(self) -> Result<AttemptRecord, StoreError> {
+        Ok(AttemptRecord {
+            run_id: self.run_uid,
+            suite: self.suite,
+            test: self.test,
+            attempt: to_u32(self.attempt, "attempt number")?,
+            repeat: to_u32(self.repetition, "repetition")?,
+            outcome: Outcome::parse(&self.outcome)
+                .ok_or_else(|| StoreError::Corrupt(format!("outcome {:?}", self.outcome)))?,
+            slot: to_u32(self.slot, "slot")?,
+            worker: self.worker,
+            start: self.started,
+            end: self.ended,
+            duration: self.duration,
+            final_status: self
+                .final_status
+                .as_deref()
+                .map(parse_final_status)
+                .transpose()?,
+            message: self.message,
+            commit: self.commit_sha,
+            dirty: self.dirty,
+        })
+    }
+}
+
+fn parse_final_status(s: &str) -> Result<FinalStatus, StoreError> {
+    [
+        FinalStatus::Passed,
+        FinalStatus::Flaky,
+        FinalStatus::Failed,
+        FinalStatus::Skipped,
+    ]
+    .into_iter()
+    .find(|status| status.as_str() == s)
+    .ok_or_else(|| StoreError::Corrupt(format!("final status {s:?}")))
+}
+
+fn to_u32(v: i64, what: &str) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} {v}")))
+}
+
+fn to_usize(v: i64, what: &str) -> Result<usize, StoreError> {
+    usize::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} {v}")))
+}
+
+/// A count as a bindable integer (counts never approach `i64::MAX`).
+pub(crate) fn count_param(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuples_spell_parameters_per_dialect() {
+        assert_eq!(Dialect::Postgres.tuples(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(Dialect::Sqlite.tuples(2, 2), "(?, ?), (?, ?)");
+    }
+
+    #[test]
+    fn name_lists_are_flat() {
+        assert_eq!(
+            Names::Commits.select(Dialect::Postgres, 3),
+            "SELECT id, sha FROM commits WHERE sha IN ($1, $2, $3)"
+        );
+        assert_eq!(
+            Names::Workers.select(Dialect::Sqlite, 2),
+            "SELECT id, name FROM workers WHERE name IN (?, ?)"
+        );
+    }
+
+    #[test]
+    fn full_statements_stay_within_the_parameter_limit() {
+        let rows = rows_per_statement(ATTEMPT_COLUMNS);
+        let sql = insert_attempts(Dialect::Postgres, rows);
+        assert!(sql.contains(&format!("${}", rows * ATTEMPT_COLUMNS)));
+        assert!(!sql.contains(&format!("${}", rows * ATTEMPT_COLUMNS + 1)));
+        assert!(rows * ATTEMPT_COLUMNS <= MAX_PARAMS);
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [4.0]), Some(4.0));
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [10.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    #[test]
+    fn recent_durations_keep_the_newest_window() {
+        let mut recent = RecentDurations::new(3, 3);
+        // Test 0: five timings, the two oldest (100s) fall out of the window.
+        for (started, duration) in [
+            (5.0, 1.0),
+            (1.0, 100.0),
+            (4.0, 9.0),
+            (2.0, 100.0),
+            (3.0, 2.0),
+        ] {
+            recent.add(0, started, duration).unwrap();
+        }
+        recent.add(2, 1.0, 7.0).unwrap();
+        assert!(matches!(
+            recent.add(3, 0.0, 0.0),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(recent.add(-1, 0.0, 0.0).is_err());
+        let medians: Vec<_> = recent.medians().collect();
+        assert_eq!(medians, [(0, 2.0), (2, 7.0)]);
+    }
+
+    #[test]
+    fn final_status_round_trips() {
+        for s in [
+            FinalStatus::Passed,
+            FinalStatus::Flaky,
+            FinalStatus::Failed,
+            FinalStatus::Skipped,
+        ] {
+            assert_eq!(parse_final_status(s.as_str()).unwrap(), s);
+        }
+        assert!(matches!(
+            parse_final_status("maybe"),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+}
