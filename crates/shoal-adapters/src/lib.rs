@@ -46,21 +46,40 @@ pub struct Invocation {
 /// A message a runner sent on the progress pipe.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Progress {
-    Started { name: String },
-    Finished { name: String, outcome: Outcome, duration: Duration, message: Option<String> },
+    Started {
+        name: String,
+    },
+    Finished {
+        name: String,
+        outcome: Outcome,
+        duration: Duration,
+        message: Option<String>,
+    },
 }
 
 /// Discovery failed: the listing command could not run or its output made no sense.
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
     #[error("failed to start `{program}`: {source}")]
-    Spawn { program: String, #[source] source: std::io::Error },
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("`{command}` failed with {status}\n{output}")]
-    ListFailed { command: String, status: String, output: String },
+    ListFailed {
+        command: String,
+        status: String,
+        output: String,
+    },
     #[error("could not understand the output of `{command}`: {detail}")]
     BadListOutput { command: String, detail: String },
     #[error("i/o error on {path}: {source}")]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 #[async_trait]
@@ -77,7 +96,12 @@ pub trait Adapter: Send + Sync + std::fmt::Debug {
     /// Reads the results of a finished invocation: every test of `inv` for
     /// which a result can be determined. Tests with no result are left out;
     /// the engine attributes them (crash, timeout, requeue or lost).
-    fn collect(&self, inv: &Invocation, exit: &ProcessExit, progress: &[Progress]) -> Vec<TestResult>;
+    fn collect(
+        &self,
+        inv: &Invocation,
+        exit: &ProcessExit,
+        progress: &[Progress],
+    ) -> Vec<TestResult>;
 }
 
 pub mod cargo;
@@ -89,8 +113,14 @@ pub mod pytest;
 pub fn adapter_for(suite: &SuiteConfig) -> Box<dyn Adapter> {
     use shoal_core::config::AdapterConfig;
     match &suite.adapter {
-        AdapterConfig::Pytest { python, args } => Box::new(pytest::PytestAdapter::new(python.clone(), args.clone())),
+        AdapterConfig::Pytest { python, args } => {
+            Box::new(pytest::PytestAdapter::new(python.clone(), args.clone()))
+        }
         AdapterConfig::Cargo { args } => Box::new(cargo::CargoAdapter::new(args.clone())),
-        AdapterConfig::Command { list, run, junit } => Box::new(command::CommandAdapter::new(list.clone(), run.clone(), junit.clone())),
+        AdapterConfig::Command { list, run, junit } => Box::new(command::CommandAdapter::new(
+            list.clone(),
+            run.clone(),
+            junit.clone(),
+        )),
     }
 }

@@ -5,8 +5,8 @@
 //! offending key (file:line:col).
 
 use miette::{Diagnostic, NamedSource, SourceSpan};
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -103,13 +103,19 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 f.write_str("a duration such as \"30s\" or \"2m\", or a number of seconds")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<HumanDuration, E> {
-                humantime::parse_duration(s).map(HumanDuration).map_err(|e| E::custom(format!("invalid duration {s:?}: {e}")))
+                humantime::parse_duration(s)
+                    .map(HumanDuration)
+                    .map_err(|e| E::custom(format!("invalid duration {s:?}: {e}")))
             }
             fn visit_i64<E: de::Error>(self, n: i64) -> Result<HumanDuration, E> {
-                u64::try_from(n).map(|n| HumanDuration(Duration::from_secs(n))).map_err(|_| E::custom("duration must not be negative"))
+                u64::try_from(n)
+                    .map(|n| HumanDuration(Duration::from_secs(n)))
+                    .map_err(|_| E::custom("duration must not be negative"))
             }
             fn visit_f64<E: de::Error>(self, n: f64) -> Result<HumanDuration, E> {
-                Duration::try_from_secs_f64(n).map(HumanDuration).map_err(|_| E::custom("duration must be a non-negative number of seconds"))
+                Duration::try_from_secs_f64(n)
+                    .map(HumanDuration)
+                    .map_err(|_| E::custom("duration must be a non-negative number of seconds"))
             }
         }
         d.deserialize_any(V)
@@ -123,7 +129,9 @@ pub struct ByteSize(pub u64);
 impl ByteSize {
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+        let split = s
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
         let n: f64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
         let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
@@ -134,7 +142,11 @@ impl ByteSize {
             "mib" => 1 << 20,
             "g" | "gb" => 1_000_000_000,
             "gib" => 1 << 30,
-            other => return Err(format!("unknown size unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)")),
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
+                ));
+            }
         };
         Ok(ByteSize((n * mult as f64) as u64))
     }
@@ -152,7 +164,9 @@ impl<'de> Deserialize<'de> for ByteSize {
                 ByteSize::parse(s).map_err(E::custom)
             }
             fn visit_i64<E: de::Error>(self, n: i64) -> Result<ByteSize, E> {
-                u64::try_from(n).map(ByteSize).map_err(|_| E::custom("size must not be negative"))
+                u64::try_from(n)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("size must not be negative"))
             }
         }
         d.deserialize_any(V)
@@ -239,9 +253,18 @@ pub struct RunSettings {
 /// How a suite's tests are listed and run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdapterConfig {
-    Pytest { python: String, args: Vec<String> },
-    Cargo { args: Vec<String> },
-    Command { list: CommandLine, run: Vec<String>, junit: Option<PathBuf> },
+    Pytest {
+        python: String,
+        args: Vec<String>,
+    },
+    Cargo {
+        args: Vec<String>,
+    },
+    Command {
+        list: CommandLine,
+        run: Vec<String>,
+        junit: Option<PathBuf>,
+    },
 }
 
 impl AdapterConfig {
@@ -291,7 +314,13 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err(&self, span: Option<std::ops::Range<usize>>, message: impl Into<String>, label: impl Into<String>, help: Option<String>) -> Box<ConfigError> {
+    fn err(
+        &self,
+        span: Option<std::ops::Range<usize>>,
+        message: impl Into<String>,
+        label: impl Into<String>,
+        help: Option<String>,
+    ) -> Box<ConfigError> {
         Box::new(ConfigError {
             message: message.into(),
             src: NamedSource::new(self.name, self.text.to_owned()),
@@ -322,9 +351,16 @@ fn default_file() -> ConfigFile {
 impl Config {
     /// Parses and validates a `shoal.toml`. `display_name` names the file in
     /// diagnostics; relative suite roots resolve against `project_root`.
-    pub fn parse(display_name: &str, text: &str, project_root: &Path) -> Result<Config, Box<ConfigError>> {
+    pub fn parse(
+        display_name: &str,
+        text: &str,
+        project_root: &Path,
+    ) -> Result<Config, Box<ConfigError>> {
         let file = parse_file(display_name, text)?;
-        let ctx = Ctx { name: display_name, text };
+        let ctx = Ctx {
+            name: display_name,
+            text,
+        };
         let run = resolve_run(&ctx, &file.run, &default_file().run)?;
         let mut suites = Vec::new();
         for (name, section) in &file.suites {
@@ -338,17 +374,29 @@ impl Config {
                 Some("add e.g.\n[suites.tests]\nadapter = \"pytest\"\n(or delete shoal.toml to let shoal detect pytest and cargo projects)".into()),
             ));
         }
-        Ok(Config { path: Some(project_root.join(display_name)), project_root: project_root.to_owned(), run, hooks: file.hooks, suites })
+        Ok(Config {
+            path: Some(project_root.join(display_name)),
+            project_root: project_root.to_owned(),
+            run,
+            hooks: file.hooks,
+            suites,
+        })
     }
 
     /// Built-in run settings, with no suites.
     pub fn default_run() -> RunSettings {
-        let ctx = Ctx { name: "<built-in defaults>", text: DEFAULT_CONFIG };
+        let ctx = Ctx {
+            name: "<built-in defaults>",
+            text: DEFAULT_CONFIG,
+        };
         resolve_run(&ctx, &RunSection::default(), &default_file().run).expect("defaults are valid")
     }
 
     /// A config with the given (detected) suites and default settings.
-    pub fn zero_config(project_root: &Path, suites: Vec<(String, AdapterConfig, PathBuf)>) -> Config {
+    pub fn zero_config(
+        project_root: &Path,
+        suites: Vec<(String, AdapterConfig, PathBuf)>,
+    ) -> Config {
         let run = Self::default_run();
         let suites = suites
             .into_iter()
@@ -363,27 +411,55 @@ impl Config {
                 default_duration: run.default_duration,
             })
             .collect();
-        Config { path: None, project_root: project_root.to_owned(), run, hooks: HooksSection::default(), suites }
+        Config {
+            path: None,
+            project_root: project_root.to_owned(),
+            run,
+            hooks: HooksSection::default(),
+            suites,
+        }
     }
 }
 
-fn resolve_run(ctx: &Ctx, file: &RunSection, def: &RunSection) -> Result<RunSettings, Box<ConfigError>> {
+fn resolve_run(
+    ctx: &Ctx,
+    file: &RunSection,
+    def: &RunSection,
+) -> Result<RunSettings, Box<ConfigError>> {
     macro_rules! pick {
         ($f:ident) => {
-            file.$f.clone().or_else(|| def.$f.clone()).expect(concat!("default for ", stringify!($f)))
+            file.$f
+                .clone()
+                .or_else(|| def.$f.clone())
+                .expect(concat!("default for ", stringify!($f)))
         };
     }
     let retry_threshold = pick!(retry_threshold);
     if !(0.0..=1.0).contains(retry_threshold.get_ref()) {
-        return Err(ctx.err(Some(retry_threshold.span()), "retry_threshold must be between 0.0 and 1.0", "out of range", Some("e.g. 0.10 stops retrying once 10% of tests have failed".into())));
+        return Err(ctx.err(
+            Some(retry_threshold.span()),
+            "retry_threshold must be between 0.0 and 1.0",
+            "out of range",
+            Some("e.g. 0.10 stops retrying once 10% of tests have failed".into()),
+        ));
     }
     let repeat = pick!(repeat);
     if *repeat.get_ref() == 0 {
-        return Err(ctx.err(Some(repeat.span()), "repeat must be at least 1", "zero", None));
+        return Err(ctx.err(
+            Some(repeat.span()),
+            "repeat must be at least 1",
+            "zero",
+            None,
+        ));
     }
     let max_batch = pick!(max_batch);
     if *max_batch.get_ref() == 0 {
-        return Err(ctx.err(Some(max_batch.span()), "max_batch must be at least 1", "zero", None));
+        return Err(ctx.err(
+            Some(max_batch.span()),
+            "max_batch must be at least 1",
+            "zero",
+            None,
+        ));
     }
     Ok(RunSettings {
         slots: pick!(slots),
@@ -400,20 +476,37 @@ fn resolve_run(ctx: &Ctx, file: &RunSection, def: &RunSection) -> Result<RunSett
     })
 }
 
-fn resolve_suite(ctx: &Ctx, name: &str, spanned: &Spanned<SuiteSection>, run: &RunSettings, project_root: &Path) -> Result<SuiteConfig, Box<ConfigError>> {
+fn resolve_suite(
+    ctx: &Ctx,
+    name: &str,
+    spanned: &Spanned<SuiteSection>,
+    run: &RunSettings,
+    project_root: &Path,
+) -> Result<SuiteConfig, Box<ConfigError>> {
     let s = spanned.get_ref();
     let Some(adapter) = &s.adapter else {
         return Err(ctx.err(
             Some(spanned.span()),
             format!("suite `{name}` has no adapter"),
             "this suite",
-            Some(format!("add `adapter = \"...\"`, one of: {}", ADAPTERS.join(", "))),
+            Some(format!(
+                "add `adapter = \"...\"`, one of: {}",
+                ADAPTERS.join(", ")
+            )),
         ));
     };
     // Keys that belong to one adapter only.
-    let reject = |key: &str, span: Option<std::ops::Range<usize>>, a: &str| -> Result<(), Box<ConfigError>> {
+    let reject = |key: &str,
+                  span: Option<std::ops::Range<usize>>,
+                  a: &str|
+     -> Result<(), Box<ConfigError>> {
         match span {
-            Some(span) => Err(ctx.err(Some(span), format!("`{key}` is not a key of the {a} adapter"), "not valid here", Some(format!("see the {a} section of docs/config.md")))),
+            Some(span) => Err(ctx.err(
+                Some(span),
+                format!("`{key}` is not a key of the {a} adapter"),
+                "not valid here",
+                Some(format!("see the {a} section of docs/config.md")),
+            )),
             None => Ok(()),
         }
     };
@@ -423,8 +516,16 @@ fn resolve_suite(ctx: &Ctx, name: &str, spanned: &Spanned<SuiteSection>, run: &R
             reject("run", s.run.as_ref().map(|v| v.span()), "pytest")?;
             reject("junit", s.junit.as_ref().map(|v| v.span()), "pytest")?;
             AdapterConfig::Pytest {
-                python: s.python.as_ref().map(|p| p.get_ref().clone()).unwrap_or_else(|| "python3".into()),
-                args: s.args.as_ref().map(|a| a.get_ref().clone()).unwrap_or_default(),
+                python: s
+                    .python
+                    .as_ref()
+                    .map(|p| p.get_ref().clone())
+                    .unwrap_or_else(|| "python3".into()),
+                args: s
+                    .args
+                    .as_ref()
+                    .map(|a| a.get_ref().clone())
+                    .unwrap_or_default(),
             }
         }
         "cargo" => {
@@ -432,27 +533,63 @@ fn resolve_suite(ctx: &Ctx, name: &str, spanned: &Spanned<SuiteSection>, run: &R
             reject("list", s.list.as_ref().map(|v| v.span()), "cargo")?;
             reject("run", s.run.as_ref().map(|v| v.span()), "cargo")?;
             reject("junit", s.junit.as_ref().map(|v| v.span()), "cargo")?;
-            AdapterConfig::Cargo { args: s.args.as_ref().map(|a| a.get_ref().clone()).unwrap_or_default() }
+            AdapterConfig::Cargo {
+                args: s
+                    .args
+                    .as_ref()
+                    .map(|a| a.get_ref().clone())
+                    .unwrap_or_default(),
+            }
         }
         "command" => {
             reject("python", s.python.as_ref().map(|v| v.span()), "command")?;
             reject("args", s.args.as_ref().map(|v| v.span()), "command")?;
             let Some(list) = &s.list else {
-                return Err(ctx.err(Some(adapter.span()), format!("suite `{name}` uses the command adapter but has no `list` command"), "command adapter", Some("add `list = [\"./list-tests\"]`: a command printing one test id per line".into())));
+                return Err(ctx.err(
+                    Some(adapter.span()),
+                    format!("suite `{name}` uses the command adapter but has no `list` command"),
+                    "command adapter",
+                    Some(
+                        "add `list = [\"./list-tests\"]`: a command printing one test id per line"
+                            .into(),
+                    ),
+                ));
             };
             let Some(runc) = &s.run else {
-                return Err(ctx.err(Some(adapter.span()), format!("suite `{name}` uses the command adapter but has no `run` command"), "command adapter", Some("add `run = [\"./run-tests\", \"--junit\", \"{junit}\", \"{tests}\"]`".into())));
+                return Err(ctx.err(
+                    Some(adapter.span()),
+                    format!("suite `{name}` uses the command adapter but has no `run` command"),
+                    "command adapter",
+                    Some(
+                        "add `run = [\"./run-tests\", \"--junit\", \"{junit}\", \"{tests}\"]`"
+                            .into(),
+                    ),
+                ));
             };
             if runc.get_ref().is_empty() {
-                return Err(ctx.err(Some(runc.span()), "`run` must name a program", "empty", None));
+                return Err(ctx.err(
+                    Some(runc.span()),
+                    "`run` must name a program",
+                    "empty",
+                    None,
+                ));
             }
             if !runc.get_ref().iter().any(|a| a == "{tests}") {
-                return Err(ctx.err(Some(runc.span()), "`run` must contain a `{tests}` argument", "no {tests} here", Some("`{tests}` expands to one argument per test id".into())));
+                return Err(ctx.err(
+                    Some(runc.span()),
+                    "`run` must contain a `{tests}` argument",
+                    "no {tests} here",
+                    Some("`{tests}` expands to one argument per test id".into()),
+                ));
             }
             if s.junit.is_none() && !runc.get_ref().iter().any(|a| a.contains("{junit}")) {
                 return Err(ctx.err(Some(runc.span()), "shoal cannot tell where this command writes JUnit", "no {junit} here", Some("pass `{junit}` in `run`, or set `junit = \"path/written/by/the/tool.xml\"`".into())));
             }
-            AdapterConfig::Command { list: list.get_ref().clone(), run: runc.get_ref().clone(), junit: s.junit.as_ref().map(|j| j.get_ref().clone()) }
+            AdapterConfig::Command {
+                list: list.get_ref().clone(),
+                run: runc.get_ref().clone(),
+                junit: s.junit.as_ref().map(|j| j.get_ref().clone()),
+            }
         }
         other => {
             return Err(ctx.err(
@@ -464,7 +601,9 @@ fn resolve_suite(ctx: &Ctx, name: &str, spanned: &Spanned<SuiteSection>, run: &R
         }
     };
     let max_batch = match &s.max_batch {
-        Some(m) if *m.get_ref() == 0 => return Err(ctx.err(Some(m.span()), "max_batch must be at least 1", "zero", None)),
+        Some(m) if *m.get_ref() == 0 => {
+            return Err(ctx.err(Some(m.span()), "max_batch must be at least 1", "zero", None));
+        }
         Some(m) => *m.get_ref(),
         None => run.max_batch,
     };
@@ -530,13 +669,20 @@ run = ["./run.sh", "--junit", "{junit}", "{tests}"]
         assert_eq!(py.root, Path::new("/proj/python"));
         assert_eq!(py.timeout, Duration::from_secs(10));
         assert_eq!(py.retries, 2);
-        assert_eq!(c.hooks.slot_setup, Some(CommandLine::Shell("createdb test_$SHOAL_SLOT".into())));
+        assert_eq!(
+            c.hooks.slot_setup,
+            Some(CommandLine::Shell("createdb test_$SHOAL_SLOT".into()))
+        );
     }
 
     #[test]
     fn unknown_key_points_at_line_and_column() {
         let e = parse("[run]\nretries = 1\nretires = 2\n").unwrap_err();
-        assert!(e.message.contains("unknown field `retires`"), "{}", e.message);
+        assert!(
+            e.message.contains("unknown field `retires`"),
+            "{}",
+            e.message
+        );
         assert_eq!(e.line_col(), Some((3, 1)));
     }
 
@@ -562,14 +708,20 @@ run = ["./run.sh", "--junit", "{junit}", "{tests}"]
 
     #[test]
     fn command_adapter_requires_tests_placeholder() {
-        let e = parse("[suites.c]\nadapter = \"command\"\nlist = \"ls\"\nrun = [\"run\", \"{junit}\"]\n").unwrap_err();
+        let e = parse(
+            "[suites.c]\nadapter = \"command\"\nlist = \"ls\"\nrun = [\"run\", \"{junit}\"]\n",
+        )
+        .unwrap_err();
         assert!(e.message.contains("{tests}"), "{}", e.message);
     }
 
     #[test]
     fn adapter_specific_key_rejected_elsewhere() {
         let e = parse("[suites.c]\nadapter = \"cargo\"\npython = \"python3\"\n").unwrap_err();
-        assert!(e.message.contains("`python` is not a key of the cargo adapter"));
+        assert!(
+            e.message
+                .contains("`python` is not a key of the cargo adapter")
+        );
         assert_eq!(e.line_col().map(|l| l.0), Some(3));
     }
 

@@ -146,7 +146,9 @@ mod tests {
             final_status: None,
         });
         let v: serde_json::Value = serde_json::to_value(&ev).unwrap();
-        for k in ["type", "test", "suite", "outcome", "attempt", "slot", "worker", "start", "end"] {
+        for k in [
+            "type", "test", "suite", "outcome", "attempt", "slot", "worker", "start", "end",
+        ] {
             assert!(v.get(k).is_some(), "missing {k} in {v}");
         }
         assert_eq!(v["type"], "attempt_finished");

@@ -6,5 +6,5 @@ pub mod config;
 pub mod event;
 pub mod model;
 
-pub use event::{Event, EVENT_SCHEMA_VERSION};
+pub use event::{EVENT_SCHEMA_VERSION, Event};
 pub use model::*;

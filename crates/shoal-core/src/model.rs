@@ -15,7 +15,10 @@ pub struct TestId {
 
 impl TestId {
     pub fn new(suite: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { suite: suite.into(), name: name.into() }
+        Self {
+            suite: suite.into(),
+            name: name.into(),
+        }
     }
 }
 
@@ -56,7 +59,10 @@ pub enum Outcome {
 impl Outcome {
     /// Whether this outcome counts against the run.
     pub fn is_failure(self) -> bool {
-        matches!(self, Outcome::Fail | Outcome::Timeout | Outcome::Crash | Outcome::Lost)
+        matches!(
+            self,
+            Outcome::Fail | Outcome::Timeout | Outcome::Crash | Outcome::Lost
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -137,7 +143,9 @@ pub struct TestResult {
 
 /// Seconds since the Unix epoch, fractional.
 pub fn epoch_secs(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 pub fn now_epoch() -> f64 {

@@ -4,9 +4,9 @@
 
 use crate::store_writer::StoreWriter;
 use shoal_core::event::{AttemptFinished, AttemptStarted, Notice, NoticeLevel};
-use shoal_core::{now_epoch, Event, FinalStatus, Outcome, RunCounts, TestResult};
+use shoal_core::{Event, FinalStatus, Outcome, RunCounts, TestResult, now_epoch};
 use shoal_report::Reporter;
-use shoal_sched::{Decision, ExecId, Execution, Lease, LeaseId, Scheduler};
+use shoal_sched::{Decision, ExecId, Execution, Lease, LeaseId, Scheduler, SlotId};
 use std::collections::HashMap;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
@@ -15,11 +15,31 @@ use tokio_util::sync::CancellationToken;
 /// Messages from slots to the coordinator.
 #[derive(Debug)]
 pub(crate) enum ToCoord {
-    Ask { slot: u32, reply: oneshot::Sender<Option<Lease>> },
-    Started { lease: LeaseId, exec: ExecId, at: f64 },
-    Result { lease: LeaseId, token: u64, exec: ExecId, result: TestResult, start: f64, end: f64 },
-    Done { lease: LeaseId, token: u64 },
-    SlotFailed { slot: u32, error: String },
+    Ask {
+        slot: u32,
+        reply: oneshot::Sender<Option<Lease>>,
+    },
+    Started {
+        lease: LeaseId,
+        exec: ExecId,
+        at: f64,
+    },
+    Result {
+        lease: LeaseId,
+        token: u64,
+        exec: ExecId,
+        result: TestResult,
+        start: f64,
+        end: f64,
+    },
+    Done {
+        lease: LeaseId,
+        token: u64,
+    },
+    SlotFailed {
+        slot: u32,
+        error: String,
+    },
 }
 
 /// What the coordinator loop ends with.
@@ -86,8 +106,12 @@ impl Coordinator<'_> {
                     }
                 }
                 ToCoord::Started { lease, exec, at } => {
-                    if let Some(item) = self.leases.get(&lease).and_then(|l| l.items.iter().find(|e| e.exec == exec)) {
-                        let slot = self.leases[&lease].slot;
+                    if let Some(item) = self
+                        .leases
+                        .get(&lease)
+                        .and_then(|l| l.items.iter().find(|e| e.exec == exec))
+                    {
+                        let slot = self.leases[&lease].slot.index;
                         let ev = Event::AttemptStarted(AttemptStarted {
                             test: item.case.id.name.clone(),
                             suite: item.case.id.suite.clone(),
@@ -100,17 +124,28 @@ impl Coordinator<'_> {
                         self.emit(ev);
                     }
                 }
-                ToCoord::Result { lease, token, exec, result, start, end } => {
+                ToCoord::Result {
+                    lease,
+                    token,
+                    exec,
+                    result,
+                    start,
+                    end,
+                } => {
                     let now = self.now();
                     let decision = self.sched.report(lease, token, exec, result.outcome, now);
-                    let Some(l) = self.leases.get(&lease) else { continue };
-                    let Some(item) = l.items.iter().find(|e| e.exec == exec).cloned() else { continue };
-                    let slot = l.slot;
+                    let Some(l) = self.leases.get(&lease) else {
+                        continue;
+                    };
+                    let Some(item) = l.items.iter().find(|e| e.exec == exec).cloned() else {
+                        continue;
+                    };
+                    let slot = l.slot.index;
                     self.finish_attempt(&item, slot, decision, &result, start, end);
                 }
                 ToCoord::Done { lease, token } => {
                     let now = self.now();
-                    let slot = self.leases.get(&lease).map(|l| l.slot).unwrap_or(0);
+                    let slot = self.leases.get(&lease).map(|l| l.slot.index).unwrap_or(0);
                     for (item, decision) in self.sched.release(lease, token, now) {
                         let t = now_epoch();
                         let result = TestResult {
@@ -125,8 +160,13 @@ impl Coordinator<'_> {
                     self.leases.remove(&lease);
                 }
                 ToCoord::SlotFailed { slot, error } => {
-                    self.outcome.slot_errors.push(format!("slot {slot}: {error}"));
-                    self.emit(Event::Notice(Notice { level: NoticeLevel::Error, message: format!("slot {slot} could not start: {error}") }));
+                    self.outcome
+                        .slot_errors
+                        .push(format!("slot {slot}: {error}"));
+                    self.emit(Event::Notice(Notice {
+                        level: NoticeLevel::Error,
+                        message: format!("slot {slot} could not start: {error}"),
+                    }));
                     // Without working slots the run cannot go on.
                     self.cancel.cancel();
                 }
@@ -145,7 +185,15 @@ impl Coordinator<'_> {
         }
     }
 
-    fn finish_attempt(&mut self, item: &Execution, slot: u32, decision: Decision, result: &TestResult, start: f64, end: f64) {
+    fn finish_attempt(
+        &mut self,
+        item: &Execution,
+        slot: u32,
+        decision: Decision,
+        result: &TestResult,
+        start: f64,
+        end: f64,
+    ) {
         let (will_retry, final_status) = match decision {
             Decision::Stale => return,
             Decision::Retry => (true, None),
@@ -183,7 +231,7 @@ impl Coordinator<'_> {
                 let _ = reply.send(None);
                 continue;
             }
-            match self.sched.lease(slot, now) {
+            match self.sched.lease(SlotId::local(slot), now) {
                 Some(lease) => {
                     self.leases.insert(lease.id, lease.clone());
                     if let Err(unsent) = reply.send(Some(lease)) {

@@ -19,7 +19,12 @@ pub struct HookError {
 }
 
 /// Runs a hook to completion, returning its combined output.
-pub async fn run_hook(which: &'static str, cmd: &CommandLine, cwd: &Path, env: &BTreeMap<String, String>) -> Result<String, HookError> {
+pub async fn run_hook(
+    which: &'static str,
+    cmd: &CommandLine,
+    cwd: &Path,
+    env: &BTreeMap<String, String>,
+) -> Result<String, HookError> {
     let argv = cmd.argv();
     let shown = match cmd {
         CommandLine::Shell(s) => s.clone(),
@@ -32,13 +37,23 @@ pub async fn run_hook(which: &'static str, cmd: &CommandLine, cwd: &Path, env: &
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|e| HookError { which, command: shown.clone(), problem: format!("could not start: {e}"), output: String::new() })?;
+        .map_err(|e| HookError {
+            which,
+            command: shown.clone(),
+            problem: format!("could not start: {e}"),
+            output: String::new(),
+        })?;
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     if out.status.success() {
         Ok(text)
     } else {
-        Err(HookError { which, command: shown, problem: format!("failed ({})", out.status), output: tail(&text, 4000) })
+        Err(HookError {
+            which,
+            command: shown,
+            problem: format!("failed ({})", out.status),
+            output: tail(&text, 4000),
+        })
     }
 }
 
@@ -61,9 +76,23 @@ mod tests {
     async fn hook_sees_env_and_failure_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let env = BTreeMap::from([("SHOAL_SLOT".to_owned(), "3".to_owned())]);
-        let out = run_hook("slot_setup", &CommandLine::Shell("echo slot=$SHOAL_SLOT".into()), dir.path(), &env).await.unwrap();
+        let out = run_hook(
+            "slot_setup",
+            &CommandLine::Shell("echo slot=$SHOAL_SLOT".into()),
+            dir.path(),
+            &env,
+        )
+        .await
+        .unwrap();
         assert_eq!(out.trim(), "slot=3");
-        let err = run_hook("worker_setup", &CommandLine::Argv(vec!["sh".into(), "-c".into(), "echo boom; exit 4".into()]), dir.path(), &env).await.unwrap_err();
+        let err = run_hook(
+            "worker_setup",
+            &CommandLine::Argv(vec!["sh".into(), "-c".into(), "echo boom; exit 4".into()]),
+            dir.path(),
+            &env,
+        )
+        .await
+        .unwrap_err();
         assert!(err.to_string().contains("failed"), "{err}");
         assert!(err.output.contains("boom"));
     }

@@ -17,13 +17,13 @@ mod slot;
 mod store_writer;
 
 use coordinator::{CoordOutcome, Coordinator};
-use shoal_adapters::{adapter_for, Adapter, AdapterError, DiscoverCtx};
+use shoal_adapters::{Adapter, AdapterError, DiscoverCtx, adapter_for};
 use shoal_core::config::{Config, SuiteConfig};
 use shoal_core::event::{Notice, NoticeLevel, RunFinished, RunStarted, SuiteDiscovered};
-use shoal_core::{now_epoch, Event, RunCounts, TestCase, TestId};
+use shoal_core::{Event, RunCounts, TestCase, TestId, now_epoch};
 use shoal_exec::{Executor, ProcessExecutor};
 use shoal_report::Reporter;
-use shoal_sched::{PlannedTest, SchedConfig, Scheduler};
+use shoal_sched::{PlannedTest, SchedConfig, Scheduler, SlotId};
 use shoal_store::{RunRecord, Store, StoreError};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -73,7 +73,11 @@ pub struct Discovered {
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("failed to discover the tests of suite `{suite}`: {source}")]
-    Discovery { suite: String, #[source] source: AdapterError },
+    Discovery {
+        suite: String,
+        #[source]
+        source: AdapterError,
+    },
     #[error("unknown suite `{0}` (the config defines: {1})")]
     UnknownSuite(String, String),
     #[error("no tests matched the selection")]
@@ -83,24 +87,46 @@ pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("failed to prepare {path}: {source}")]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the run could not go on: {0}")]
     Slots(String),
 }
 
 /// Discovers the selected suites' tests (concurrently) and applies the selection.
-pub async fn list(config: &Config, selection: &Selection, support_dir: &std::path::Path) -> Result<Vec<Discovered>, EngineError> {
+pub async fn list(
+    config: &Config,
+    selection: &Selection,
+    support_dir: &std::path::Path,
+) -> Result<Vec<Discovered>, EngineError> {
     for s in &selection.suites {
         if !config.suites.iter().any(|c| &c.name == s) {
             let names: Vec<_> = config.suites.iter().map(|c| c.name.as_str()).collect();
             return Err(EngineError::UnknownSuite(s.clone(), names.join(", ")));
         }
     }
-    std::fs::create_dir_all(support_dir).map_err(|source| EngineError::Io { path: support_dir.to_owned(), source })?;
+    std::fs::create_dir_all(support_dir).map_err(|source| EngineError::Io {
+        path: support_dir.to_owned(),
+        source,
+    })?;
     let mut tasks = Vec::new();
-    for suite in config.suites.iter().filter(|s| selection.wants_suite(&s.name)) {
-        let runtime = SuiteRuntime { config: suite.clone(), adapter: Arc::from(adapter_for(suite)) };
-        let ctx = DiscoverCtx { suite: suite.clone(), support_dir: support_dir.to_owned(), env: suite.env.clone() };
+    for suite in config
+        .suites
+        .iter()
+        .filter(|s| selection.wants_suite(&s.name))
+    {
+        let runtime = SuiteRuntime {
+            config: suite.clone(),
+            adapter: Arc::from(adapter_for(suite)),
+        };
+        let ctx = DiscoverCtx {
+            suite: suite.clone(),
+            support_dir: support_dir.to_owned(),
+            env: suite.env.clone(),
+        };
         tasks.push(tokio::spawn(async move {
             let t0 = Instant::now();
             let res = runtime.adapter.discover(&ctx).await;
@@ -109,11 +135,24 @@ pub async fn list(config: &Config, selection: &Selection, support_dir: &std::pat
     }
     let mut out = Vec::new();
     for t in tasks {
-        let (suite, res, duration) = t.await.map_err(|e| EngineError::Slots(format!("discovery task failed: {e}")))?;
-        let tests = res.map_err(|source| EngineError::Discovery { suite: suite.config.name.clone(), source })?;
+        let (suite, res, duration) = t
+            .await
+            .map_err(|e| EngineError::Slots(format!("discovery task failed: {e}")))?;
+        let tests = res.map_err(|source| EngineError::Discovery {
+            suite: suite.config.name.clone(),
+            source,
+        })?;
         let discovered = tests.len();
-        let selected = tests.into_iter().filter(|t| selection.wants_test(&t.id)).collect();
-        out.push(Discovered { suite, discovered, selected, duration });
+        let selected = tests
+            .into_iter()
+            .filter(|t| selection.wants_test(&t.id))
+            .collect();
+        out.push(Discovered {
+            suite,
+            discovered,
+            selected,
+            duration,
+        });
     }
     Ok(out)
 }
@@ -162,7 +201,12 @@ impl RunReport {
 }
 
 /// Runs the selected tests, feeding every event to `reporter`.
-pub async fn run(req: RunRequest, store: Arc<dyn Store>, reporter: &mut dyn Reporter, cancel: CancellationToken) -> Result<RunReport, EngineError> {
+pub async fn run(
+    req: RunRequest,
+    store: Arc<dyn Store>,
+    reporter: &mut dyn Reporter,
+    cancel: CancellationToken,
+) -> Result<RunReport, EngineError> {
     let run_id = uuid::Uuid::now_v7().to_string();
     let start = now_epoch();
     let root = req.config.project_root.clone();
@@ -170,7 +214,10 @@ pub async fn run(req: RunRequest, store: Arc<dyn Store>, reporter: &mut dyn Repo
     let support_dir = run_dir.join("support");
     let git = git::git_state(&root).await;
 
-    let base_env = BTreeMap::from([("SHOAL_RUN_ID".to_owned(), run_id.clone()), ("SHOAL_WORKER".to_owned(), req.worker.clone())]);
+    let base_env = BTreeMap::from([
+        ("SHOAL_RUN_ID".to_owned(), run_id.clone()),
+        ("SHOAL_WORKER".to_owned(), req.worker.clone()),
+    ]);
     if let Some(hook) = &req.config.hooks.worker_setup {
         let out = hooks::run_hook("worker_setup", hook, &root, &base_env).await?;
         tracing::debug!(output = %out, "worker_setup finished");
@@ -183,12 +230,17 @@ pub async fn run(req: RunRequest, store: Arc<dyn Store>, reporter: &mut dyn Repo
     }
 
     // Order by history: recent median durations, with fallbacks.
-    let ids: Vec<TestId> = discovered.iter().flat_map(|d| d.selected.iter().map(|t| t.id.clone())).collect();
+    let ids: Vec<TestId> = discovered
+        .iter()
+        .flat_map(|d| d.selected.iter().map(|t| t.id.clone()))
+        .collect();
     let mut warnings = Vec::new();
     let known = match store.duration_estimates(&ids).await {
         Ok(k) => k,
         Err(e) => {
-            warnings.push(format!("could not read test history, ordering without it: {e}"));
+            warnings.push(format!(
+                "could not read test history, ordering without it: {e}"
+            ));
             HashMap::new()
         }
     };
@@ -198,20 +250,35 @@ pub async fn run(req: RunRequest, store: Arc<dyn Store>, reporter: &mut dyn Repo
         let tests: Vec<PlannedTest> = d
             .selected
             .iter()
-            .map(|case| PlannedTest { case: case.clone(), estimate: cfg.default_duration, retries: req.retries.unwrap_or(cfg.retries), max_batch: cfg.max_batch })
+            .map(|case| PlannedTest {
+                case: case.clone(),
+                estimate: cfg.default_duration,
+                retries: req.retries.unwrap_or(cfg.retries),
+                max_batch: cfg.max_batch,
+            })
             .collect();
-        planned.extend(shoal_sched::fill_estimates(tests, &known, cfg.default_duration));
+        let mut tests = tests;
+        shoal_sched::fill_estimates(&mut tests, &known, cfg.default_duration);
+        planned.extend(tests);
     }
-    let estimated_work: f64 = planned.iter().map(|p| p.estimate.as_secs_f64()).sum::<f64>() * req.repeat as f64;
+    let estimated_work: f64 = planned
+        .iter()
+        .map(|p| p.estimate.as_secs_f64())
+        .sum::<f64>()
+        * req.repeat as f64;
     let planned_count = planned.len() * req.repeat as usize;
     let slots = req.slots.max(1).min(planned_count.max(1));
-    let slot_ids: Vec<u32> = (0..slots as u32).collect();
+    let slot_ids: Vec<SlotId> = (0..slots as u32).map(SlotId::local).collect();
     let sched = Scheduler::new(
-        SchedConfig { retry_threshold: req.config.run.retry_threshold, ..SchedConfig::default() },
+        SchedConfig {
+            retry_threshold: req.config.run.retry_threshold,
+            ..SchedConfig::default()
+        },
         planned,
         req.repeat,
         &slot_ids,
-    );
+    )
+    .map_err(|e| EngineError::Slots(format!("could not plan the run: {e}")))?;
 
     let mut emit_errors = Vec::new();
     let mut emit = |reporter: &mut dyn Reporter, ev: Event| {
@@ -247,7 +314,13 @@ pub async fn run(req: RunRequest, store: Arc<dyn Store>, reporter: &mut dyn Repo
         );
     }
     for w in &warnings {
-        emit(reporter, Event::Notice(Notice { level: NoticeLevel::Warn, message: w.clone() }));
+        emit(
+            reporter,
+            Event::Notice(Notice {
+                level: NoticeLevel::Warn,
+                message: w.clone(),
+            }),
+        );
     }
     store
         .begin_run(&RunRecord {
@@ -256,22 +329,26 @@ pub async fn run(req: RunRequest, store: Arc<dyn Store>, reporter: &mut dyn Repo
             commit: git.commit.clone(),
             dirty: git.dirty,
             worker: req.worker.clone(),
-            args: selection_summary(&req),
+            selection: selection_summary(&req),
             planned: planned_count,
         })
         .await?;
 
-    let suites: Arc<HashMap<String, SuiteRuntime>> =
-        Arc::new(discovered.iter().map(|d| (d.suite.config.name.clone(), d.suite.clone())).collect());
+    let suites: Arc<HashMap<String, SuiteRuntime>> = Arc::new(
+        discovered
+            .iter()
+            .map(|d| (d.suite.config.name.clone(), d.suite.clone()))
+            .collect(),
+    );
     let executor: Arc<dyn Executor> = Arc::new(ProcessExecutor::default());
     let (tx, rx) = mpsc::unbounded_channel();
     let mut slot_tasks = Vec::new();
     for slot in &slot_ids {
         let ctx = slot::SlotCtx {
-            slot: *slot,
+            slot: slot.index,
             worker: req.worker.clone(),
             run_id: run_id.clone(),
-            scratch: run_dir.join(format!("slot-{slot}")),
+            scratch: run_dir.join(format!("slot-{}", slot.index)),
             support_dir: support_dir.clone(),
             project_root: root.clone(),
             suites: suites.clone(),
@@ -286,7 +363,12 @@ pub async fn run(req: RunRequest, store: Arc<dyn Store>, reporter: &mut dyn Repo
     }
     drop(tx);
 
-    let writer = store_writer::StoreWriter::spawn(store.clone(), run_id.clone(), git.commit.clone(), git.dirty);
+    let writer = store_writer::StoreWriter::spawn(
+        store.clone(),
+        run_id.clone(),
+        git.commit.clone(),
+        git.dirty,
+    );
     let mut coord = Coordinator {
         sched,
         reporter: &mut *reporter,
@@ -306,23 +388,55 @@ pub async fn run(req: RunRequest, store: Arc<dyn Store>, reporter: &mut dyn Repo
     }
     warnings.extend(coord.store.finish().await);
     warnings.extend(std::mem::take(&mut coord.emit_errors));
-    let CoordOutcome { counts, not_run, slot_errors } = std::mem::take(&mut coord.outcome);
+    let CoordOutcome {
+        counts,
+        not_run,
+        slot_errors,
+    } = std::mem::take(&mut coord.outcome);
     drop(coord);
     if !slot_errors.is_empty() && counts.total() == 0 {
         return Err(EngineError::Slots(slot_errors.join("; ")));
     }
 
     let interrupted = cancel.is_cancelled();
-    let report = RunReport { run_id: run_id.clone(), counts: counts.clone(), interrupted, not_run, warnings };
+    let report = RunReport {
+        run_id: run_id.clone(),
+        counts: counts.clone(),
+        interrupted,
+        not_run,
+        warnings,
+    };
     let exit_code = report.exit_code(req.config.run.fail_on_flaky);
     let end = now_epoch();
     for w in &report.warnings {
-        emit(reporter, Event::Notice(Notice { level: NoticeLevel::Warn, message: w.clone() }));
+        emit(
+            reporter,
+            Event::Notice(Notice {
+                level: NoticeLevel::Warn,
+                message: w.clone(),
+            }),
+        );
     }
-    emit(reporter, Event::RunFinished(RunFinished { run_id: run_id.clone(), counts: counts.clone(), start, end, interrupted, not_run, exit_code }));
+    emit(
+        reporter,
+        Event::RunFinished(RunFinished {
+            run_id: run_id.clone(),
+            counts: counts.clone(),
+            start,
+            end,
+            interrupted,
+            not_run,
+            exit_code,
+        }),
+    );
     let mut report = report;
-    if let Err(e) = store.finish_run(&run_id, end, &counts, interrupted, exit_code).await {
-        report.warnings.push(format!("failed to record the end of the run: {e}"));
+    if let Err(e) = store
+        .finish_run(&run_id, end, &counts, interrupted, exit_code)
+        .await
+    {
+        report
+            .warnings
+            .push(format!("failed to record the end of the run: {e}"));
     }
     report.warnings.extend(emit_errors);
     if !req.keep_scratch {

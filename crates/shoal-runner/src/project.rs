@@ -13,7 +13,10 @@ pub enum LoadError {
     #[error(transparent)]
     Config(#[from] Box<ConfigError>),
     #[error("failed to read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("no shoal.toml in {root}, and no pytest or Cargo project detected there")]
     NothingDetected { root: PathBuf },
 }
@@ -22,11 +25,13 @@ pub enum LoadError {
 pub fn load_config(root: &Path) -> Result<Config, LoadError> {
     let path = root.join(CONFIG_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(Config::parse(CONFIG_FILE, &text, root).map_err(Box::new)?),
+        Ok(text) => Ok(Config::parse(CONFIG_FILE, &text, root)?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let suites = detect_suites(root);
             if suites.is_empty() {
-                return Err(LoadError::NothingDetected { root: root.to_owned() });
+                return Err(LoadError::NothingDetected {
+                    root: root.to_owned(),
+                });
             }
             Ok(Config::zero_config(root, suites))
         }
@@ -40,11 +45,26 @@ pub fn load_config(root: &Path) -> Result<Config, LoadError> {
 pub fn detect_suites(root: &Path) -> Vec<(String, AdapterConfig, PathBuf)> {
     let mut suites = Vec::new();
     if looks_like_pytest(root) {
-        suites.push(("pytest".to_owned(), AdapterConfig::Pytest { python: "python3".into(), args: vec![] }, root.to_owned()));
+        suites.push((
+            "pytest".to_owned(),
+            AdapterConfig::Pytest {
+                python: "python3".into(),
+                args: vec![],
+            },
+            root.to_owned(),
+        ));
     }
     if let Ok(manifest) = std::fs::read_to_string(root.join("Cargo.toml")) {
-        let args = if manifest.lines().any(|l| l.trim() == "[workspace]") { vec!["--workspace".to_owned()] } else { vec![] };
-        suites.push(("cargo".to_owned(), AdapterConfig::Cargo { args }, root.to_owned()));
+        let args = if manifest.lines().any(|l| l.trim() == "[workspace]") {
+            vec!["--workspace".to_owned()]
+        } else {
+            vec![]
+        };
+        suites.push((
+            "cargo".to_owned(),
+            AdapterConfig::Cargo { args },
+            root.to_owned(),
+        ));
     }
     suites
 }
@@ -68,7 +88,9 @@ fn looks_like_pytest(root: &Path) -> bool {
         name.ends_with(".py") && (name.starts_with("test_") || name.ends_with("_test.py"))
     };
     for dir in [root.to_owned(), root.join("tests"), root.join("test")] {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         if entries.flatten().any(|e| is_test_file(&e.path())) {
             return true;
         }
@@ -86,16 +108,32 @@ mod tests {
         assert!(detect_suites(dir.path()).is_empty());
         std::fs::create_dir(dir.path().join("tests")).unwrap();
         std::fs::write(dir.path().join("tests/test_x.py"), "def test_a(): pass\n").unwrap();
-        std::fs::write(dir.path().join("Cargo.toml"), "[package]\nname = \"x\"\n[workspace]\n").unwrap();
+        std::fs::write(
+            dir.path().join("Cargo.toml"),
+            "[package]\nname = \"x\"\n[workspace]\n",
+        )
+        .unwrap();
         let s = detect_suites(dir.path());
-        assert_eq!(s.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), ["pytest", "cargo"]);
-        assert_eq!(s[1].1, AdapterConfig::Cargo { args: vec!["--workspace".into()] });
+        assert_eq!(
+            s.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(),
+            ["pytest", "cargo"]
+        );
+        assert_eq!(
+            s[1].1,
+            AdapterConfig::Cargo {
+                args: vec!["--workspace".into()]
+            }
+        );
     }
 
     #[test]
     fn config_file_wins_and_errors_are_located() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("shoal.toml"), "[suites.x]\nadapter = \"nope\"\n").unwrap();
+        std::fs::write(
+            dir.path().join("shoal.toml"),
+            "[suites.x]\nadapter = \"nope\"\n",
+        )
+        .unwrap();
         match load_config(dir.path()) {
             Err(LoadError::Config(e)) => assert_eq!(e.line_col(), Some((2, 11))),
             other => panic!("expected config error, got {other:?}"),

@@ -4,11 +4,11 @@
 //! test that was running, and reports each result. Tests that did not get to
 //! run are left unreported, so releasing the lease requeues them.
 
-use crate::coordinator::ToCoord;
 use crate::SuiteRuntime;
+use crate::coordinator::ToCoord;
 use shoal_adapters::{BatchCtx, Invocation, Progress};
 use shoal_core::config::CommandLine;
-use shoal_core::{now_epoch, CapturedOutput, Outcome, TestCase, TestResult};
+use shoal_core::{CapturedOutput, Outcome, TestCase, TestResult, now_epoch};
 use shoal_exec::{Executor, ExitStatus, ProcessExit};
 use shoal_sched::Lease;
 use std::collections::{BTreeMap, HashMap};
@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 /// Grace given to processes killed because the run was interrupted.
@@ -55,31 +55,57 @@ impl SlotCtx {
     /// The slot's main loop: set up, then run batches until there are none.
     pub async fn run(self) {
         if let Err(e) = std::fs::create_dir_all(self.scratch.join("tmp")) {
-            let _ = self.tx.send(ToCoord::SlotFailed { slot: self.slot, error: format!("failed to create slot directory {}: {e}", self.scratch.display()) });
+            let _ = self.tx.send(ToCoord::SlotFailed {
+                slot: self.slot,
+                error: format!(
+                    "failed to create slot directory {}: {e}",
+                    self.scratch.display()
+                ),
+            });
             return;
         }
         if let Some(hook) = &self.slot_setup {
-            if let Err(e) = crate::hooks::run_hook("slot_setup", hook, &self.project_root, &self.base_env()).await {
-                let _ = self.tx.send(ToCoord::SlotFailed { slot: self.slot, error: e.to_string() });
+            if let Err(e) =
+                crate::hooks::run_hook("slot_setup", hook, &self.project_root, &self.base_env())
+                    .await
+            {
+                let _ = self.tx.send(ToCoord::SlotFailed {
+                    slot: self.slot,
+                    error: e.to_string(),
+                });
                 return;
             }
         }
         let mut seq = 0u64;
         loop {
             let (reply, rx) = oneshot::channel();
-            if self.tx.send(ToCoord::Ask { slot: self.slot, reply }).is_err() {
+            if self
+                .tx
+                .send(ToCoord::Ask {
+                    slot: self.slot,
+                    reply,
+                })
+                .is_err()
+            {
                 return;
             }
             let Ok(Some(lease)) = rx.await else { return };
             seq += 1;
             self.run_lease(&lease, seq).await;
-            let _ = self.tx.send(ToCoord::Done { lease: lease.id, token: lease.token });
+            let _ = self.tx.send(ToCoord::Done {
+                lease: lease.id,
+                token: lease.token,
+            });
         }
     }
 
     async fn run_lease(&self, lease: &Lease, seq: u64) {
-        let Some(first) = lease.items.first() else { return };
-        let Some(suite) = self.suites.get(&first.case.id.suite) else { return };
+        let Some(first) = lease.items.first() else {
+            return;
+        };
+        let Some(suite) = self.suites.get(&first.case.id.suite) else {
+            return;
+        };
         let cases: Vec<TestCase> = lease.items.iter().map(|e| e.case.clone()).collect();
         let mut env = self.base_env();
         env.extend(suite.config.env.clone());
@@ -91,7 +117,12 @@ impl SlotCtx {
             env,
             output_cap: self.output_cap,
         };
-        let runner = LeaseRunner { slot: self, lease, suite, ctx };
+        let runner = LeaseRunner {
+            slot: self,
+            lease,
+            suite,
+            ctx,
+        };
         for inv in suite.adapter.plan(&cases, &runner.ctx) {
             if self.cancel.is_cancelled() {
                 break;
@@ -119,23 +150,51 @@ enum Stopped {
 
 impl LeaseRunner<'_> {
     fn exec_of(&self, case: &TestCase) -> Option<shoal_sched::ExecId> {
-        self.lease.items.iter().find(|e| e.case.id == case.id).map(|e| e.exec)
+        self.lease
+            .items
+            .iter()
+            .find(|e| e.case.id == case.id)
+            .map(|e| e.exec)
     }
 
     fn started(&self, case: &TestCase, at: f64) {
         if let Some(exec) = self.exec_of(case) {
-            let _ = self.slot.tx.send(ToCoord::Started { lease: self.lease.id, exec, at });
+            let _ = self.slot.tx.send(ToCoord::Started {
+                lease: self.lease.id,
+                exec,
+                at,
+            });
         }
     }
 
     fn report(&self, case: &TestCase, result: TestResult, start: f64, end: f64) {
         if let Some(exec) = self.exec_of(case) {
-            let _ = self.slot.tx.send(ToCoord::Result { lease: self.lease.id, token: self.lease.token, exec, result, start, end });
+            let _ = self.slot.tx.send(ToCoord::Result {
+                lease: self.lease.id,
+                token: self.lease.token,
+                exec,
+                result,
+                start,
+                end,
+            });
         }
     }
 
-    fn synth(&self, case: &TestCase, outcome: Outcome, message: String, output: &CapturedOutput, duration: Duration) -> TestResult {
-        TestResult { id: case.id.clone(), outcome, duration, message: Some(message), output: output.clone() }
+    fn synth(
+        &self,
+        case: &TestCase,
+        outcome: Outcome,
+        message: String,
+        output: &CapturedOutput,
+        duration: Duration,
+    ) -> TestResult {
+        TestResult {
+            id: case.id.clone(),
+            outcome,
+            duration,
+            message: Some(message),
+            output: output.clone(),
+        }
     }
 
     /// Runs one process of the batch and reports what it can attribute.
@@ -152,7 +211,13 @@ impl LeaseRunner<'_> {
             Err(e) => {
                 let out = CapturedOutput::default();
                 for case in &inv.tests {
-                    let r = self.synth(case, Outcome::Crash, format!("could not start the test runner: {e}"), &out, Duration::ZERO);
+                    let r = self.synth(
+                        case,
+                        Outcome::Crash,
+                        format!("could not start the test runner: {e}"),
+                        &out,
+                        Duration::ZERO,
+                    );
                     self.report(case, r, inv_start, now_epoch());
                 }
                 return;
@@ -236,16 +301,23 @@ impl LeaseRunner<'_> {
             Ok(exit) => exit,
             Err(e) => ProcessExit {
                 status: ExitStatus::Code(-1),
-                output: CapturedOutput { text: format!("shoal lost track of the process: {e}"), truncated_bytes: 0 },
+                output: CapturedOutput {
+                    text: format!("shoal lost track of the process: {e}"),
+                    truncated_bytes: 0,
+                },
                 wall: Duration::ZERO,
                 terminated: true,
             },
         };
         let end = now_epoch();
 
-        let results: HashMap<String, TestResult> =
-            adapter.collect(&inv, &exit, &progress).into_iter().map(|r| (r.id.name.clone(), r)).collect();
-        let crashed = !exit.status.success() && !matches!(exit.status, ExitStatus::Code(1)) || stopped.is_some();
+        let results: HashMap<String, TestResult> = adapter
+            .collect(&inv, &exit, &progress)
+            .into_iter()
+            .map(|r| (r.id.name.clone(), r))
+            .collect();
+        let crashed = !exit.status.success() && !matches!(exit.status, ExitStatus::Code(1))
+            || stopped.is_some();
         let mut unattributed: Vec<TestCase> = Vec::new();
         let mut any_died_running = false;
         // First pass: the test that was running when the process died.
@@ -262,7 +334,10 @@ impl LeaseRunner<'_> {
             let name = &case.id.name;
             let start = started_at.get(name).copied().unwrap_or(inv_start);
             if let Some(mut r) = results.get(name).cloned() {
-                let end_t = finished_at.get(name).copied().unwrap_or_else(|| (start + r.duration.as_secs_f64()).min(end).max(start));
+                let end_t = finished_at
+                    .get(name)
+                    .copied()
+                    .unwrap_or_else(|| (start + r.duration.as_secs_f64()).min(end).max(start));
                 if r.output.text.is_empty() && inv.tests.len() == 1 {
                     r.output = exit.output.clone();
                 }
@@ -274,35 +349,76 @@ impl LeaseRunner<'_> {
                 Some(Stopped::Cancelled) => continue, // interrupted, not a result
                 Some(Stopped::Timeout(Some(t))) if t == name => {
                     let msg = format!("timed out after {}", fmt_duration(timeout));
-                    self.report(case, self.synth(case, Outcome::Timeout, msg, &exit.output, elapsed), start, end);
+                    self.report(
+                        case,
+                        self.synth(case, Outcome::Timeout, msg, &exit.output, elapsed),
+                        start,
+                        end,
+                    );
                     continue;
                 }
                 Some(Stopped::Timeout(None)) if !progress_mode && inv.tests.len() == 1 => {
                     let msg = format!("timed out after {}", fmt_duration(timeout));
-                    self.report(case, self.synth(case, Outcome::Timeout, msg, &exit.output, elapsed), start, end);
+                    self.report(
+                        case,
+                        self.synth(case, Outcome::Timeout, msg, &exit.output, elapsed),
+                        start,
+                        end,
+                    );
                     continue;
                 }
                 _ => {}
             }
             if progress_mode {
                 if started_at.contains_key(name) && !finished_at.contains_key(name) {
-                    let msg = format!("the test runner died ({}) while this test was running", exit.status);
-                    self.report(case, self.synth(case, Outcome::Crash, msg, &exit.output, elapsed), start, end);
+                    let msg = format!(
+                        "the test runner died ({}) while this test was running",
+                        exit.status
+                    );
+                    self.report(
+                        case,
+                        self.synth(case, Outcome::Crash, msg, &exit.output, elapsed),
+                        start,
+                        end,
+                    );
                 } else if started_at.contains_key(name) || (!crashed && !any_died_running) {
                     // It ran (or the runner finished normally without running
                     // it) yet no report has it.
-                    let msg = format!("the test runner ({}) reported no result for this test", exit.status);
-                    self.report(case, self.synth(case, Outcome::Lost, msg, &exit.output, elapsed), start, end);
+                    let msg = format!(
+                        "the test runner ({}) reported no result for this test",
+                        exit.status
+                    );
+                    self.report(
+                        case,
+                        self.synth(case, Outcome::Lost, msg, &exit.output, elapsed),
+                        start,
+                        end,
+                    );
                 }
                 // Otherwise it never started because another test killed the
                 // runner: leave it unreported so the lease release requeues it.
             } else if inv.tests.len() == 1 {
-                let (outcome, msg) = if exit.status.success() || exit.status == ExitStatus::Code(1) && !crashed {
-                    (Outcome::Lost, format!("the test runner ({}) reported no result for this test", exit.status))
-                } else {
-                    (Outcome::Crash, format!("the test process died ({})", exit.status))
-                };
-                self.report(case, self.synth(case, outcome, msg, &exit.output, elapsed), start, end);
+                let (outcome, msg) =
+                    if exit.status.success() || exit.status == ExitStatus::Code(1) && !crashed {
+                        (
+                            Outcome::Lost,
+                            format!(
+                                "the test runner ({}) reported no result for this test",
+                                exit.status
+                            ),
+                        )
+                    } else {
+                        (
+                            Outcome::Crash,
+                            format!("the test process died ({})", exit.status),
+                        )
+                    };
+                self.report(
+                    case,
+                    self.synth(case, outcome, msg, &exit.output, elapsed),
+                    start,
+                    end,
+                );
             } else {
                 unattributed.push(case.clone());
             }
@@ -314,13 +430,20 @@ impl LeaseRunner<'_> {
             // One process ran several tests and died without saying which was
             // to blame: run them one per process to find out.
             for case in unattributed {
-                for single in self.suite.adapter.plan(std::slice::from_ref(&case), &self.ctx) {
+                for single in self
+                    .suite
+                    .adapter
+                    .plan(std::slice::from_ref(&case), &self.ctx)
+                {
                     Box::pin(self.run_invocation(single, false)).await;
                 }
             }
         } else {
             for case in unattributed {
-                let msg = format!("the test runner ({}) reported no result for this test", exit.status);
+                let msg = format!(
+                    "the test runner ({}) reported no result for this test",
+                    exit.status
+                );
                 let r = self.synth(&case, Outcome::Lost, msg, &exit.output, Duration::ZERO);
                 self.report(&case, r, inv_start, end);
             }
@@ -333,7 +456,12 @@ pub(crate) fn fmt_duration(d: Duration) -> String {
     if s >= 60.0 && d.subsec_nanos() == 0 && d.as_secs() % 60 == 0 {
         format!("{}m", d.as_secs() / 60)
     } else if s >= 1.0 {
-        format!("{}s", format!("{s:.3}").trim_end_matches('0').trim_end_matches('.'))
+        format!(
+            "{}s",
+            format!("{s:.3}")
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+        )
     } else {
         format!("{}ms", d.as_millis())
     }

@@ -23,7 +23,12 @@ pub(crate) struct StoreWriter {
 }
 
 impl StoreWriter {
-    pub(crate) fn spawn(store: Arc<dyn Store>, run_id: String, commit: Option<String>, dirty: bool) -> Self {
+    pub(crate) fn spawn(
+        store: Arc<dyn Store>,
+        run_id: String,
+        commit: Option<String>,
+        dirty: bool,
+    ) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<AttemptRecord>();
         let task = tokio::spawn(async move {
             let mut errors = Vec::new();
@@ -46,27 +51,17 @@ impl StoreWriter {
             }
             errors
         });
-        StoreWriter { tx: Some(tx), task: Some(task), run_id, commit, dirty }
+        StoreWriter {
+            tx: Some(tx),
+            task: Some(task),
+            run_id,
+            commit,
+            dirty,
+        }
     }
 
     pub(crate) fn record(&self, a: &AttemptFinished) {
-        let rec = AttemptRecord {
-            run_id: self.run_id.clone(),
-            suite: a.suite.clone(),
-            test: a.test.clone(),
-            attempt: a.attempt,
-            repeat: a.repeat,
-            outcome: a.outcome,
-            slot: a.slot,
-            worker: a.worker.clone(),
-            start: a.start,
-            end: a.end,
-            duration: a.duration,
-            final_status: a.final_status,
-            message: a.message.clone(),
-            commit: self.commit.clone(),
-            dirty: self.dirty,
-        };
+        let rec = AttemptRecord::from_event(&self.run_id, a, self.commit.as_deref(), self.dirty);
         if let Some(tx) = &self.tx {
             let _ = tx.send(rec);
         }
@@ -76,7 +71,9 @@ impl StoreWriter {
     pub(crate) async fn finish(&mut self) -> Vec<String> {
         self.tx.take();
         match self.task.take() {
-            Some(t) => t.await.unwrap_or_else(|e| vec![format!("store writer failed: {e}")]),
+            Some(t) => t
+                .await
+                .unwrap_or_else(|e| vec![format!("store writer failed: {e}")]),
             None => Vec::new(),
         }
     }

@@ -6,9 +6,14 @@ use std::path::{Path, PathBuf};
 
 /// The text of a `shoal.toml` for the detected suites.
 pub fn render(root: &Path, suites: &[(String, AdapterConfig, PathBuf)]) -> String {
-    let mut out = String::from("# shoal.toml, written by `shoal init`. Every key is documented in docs/config.md.\n\n");
+    let mut out = String::from(
+        "# shoal.toml, written by `shoal init`. Every key is documented in docs/config.md.\n\n",
+    );
     // The built-in defaults, commented out: uncomment a line to change it.
-    for line in DEFAULT_CONFIG.lines().skip_while(|l| l.starts_with('#') || l.is_empty()) {
+    for line in DEFAULT_CONFIG
+        .lines()
+        .skip_while(|l| l.starts_with('#') || l.is_empty())
+    {
         if line.starts_with('[') || line.starts_with('#') || line.is_empty() {
             let _ = writeln!(out, "{line}");
         } else {
@@ -18,14 +23,32 @@ pub fn render(root: &Path, suites: &[(String, AdapterConfig, PathBuf)]) -> Strin
     out.push_str("\n[hooks]\n# Once per run, before discovery (e.g. install dependencies):\n# worker_setup = \"pip install -r requirements.txt\"\n# Once per slot, before its first test; SHOAL_SLOT is set (e.g. a database per slot):\n# slot_setup = \"createdb test_$SHOAL_SLOT\"\n");
     for (name, adapter, suite_root) in suites {
         let rel = suite_root.strip_prefix(root).unwrap_or(suite_root);
-        let rel = if rel.as_os_str().is_empty() { ".".to_owned() } else { rel.display().to_string() };
-        let _ = writeln!(out, "\n[suites.{name}]\nadapter = \"{}\"\nroot = {}", adapter.name(), toml_str(&rel));
+        let rel = if rel.as_os_str().is_empty() {
+            ".".to_owned()
+        } else {
+            rel.display().to_string()
+        };
+        let _ = writeln!(
+            out,
+            "\n[suites.{name}]\nadapter = \"{}\"\nroot = {}",
+            adapter.name(),
+            toml_str(&rel)
+        );
         match adapter {
             AdapterConfig::Pytest { python, args } => {
-                let _ = writeln!(out, "python = {}\n# Extra pytest arguments:\nargs = {}", toml_str(python), toml_list(args));
+                let _ = writeln!(
+                    out,
+                    "python = {}\n# Extra pytest arguments:\nargs = {}",
+                    toml_str(python),
+                    toml_list(args)
+                );
             }
             AdapterConfig::Cargo { args } => {
-                let _ = writeln!(out, "# Extra `cargo test --no-run` arguments (features, packages):\nargs = {}", toml_list(args));
+                let _ = writeln!(
+                    out,
+                    "# Extra `cargo test --no-run` arguments (features, packages):\nargs = {}",
+                    toml_list(args)
+                );
             }
             AdapterConfig::Command { .. } => {}
         }
@@ -51,8 +74,21 @@ mod tests {
     fn rendered_config_parses_back_to_the_detected_suites() {
         let root = Path::new("/p");
         let suites = vec![
-            ("pytest".to_owned(), AdapterConfig::Pytest { python: "python3".into(), args: vec![] }, root.to_owned()),
-            ("cargo".to_owned(), AdapterConfig::Cargo { args: vec!["--workspace".into()] }, root.join("rust")),
+            (
+                "pytest".to_owned(),
+                AdapterConfig::Pytest {
+                    python: "python3".into(),
+                    args: vec![],
+                },
+                root.to_owned(),
+            ),
+            (
+                "cargo".to_owned(),
+                AdapterConfig::Cargo {
+                    args: vec!["--workspace".into()],
+                },
+                root.join("rust"),
+            ),
         ];
         let text = render(root, &suites);
         let cfg = Config::parse("shoal.toml", &text, root).unwrap();

@@ -14,7 +14,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Debug, Parser)]
-#[command(name = "shoal", version, about = "Run test suites fast: in parallel, ordered by history, with flaky tests retried and named.")]
+#[command(
+    name = "shoal",
+    version,
+    about = "Run test suites fast: in parallel, ordered by history, with flaky tests retried and named."
+)]
 struct Cli {
     /// Run as if started in DIR (the project root).
     #[arg(short = 'C', long = "dir", global = true, value_name = "DIR")]
@@ -60,6 +64,9 @@ struct RunArgs {
     /// Run every selected test N times.
     #[arg(long, env = "SHOAL_REPEAT", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     repeat: Option<u32>,
+    /// Per-test timeout for every suite, e.g. "30s" or "2m".
+    #[arg(long, env = "SHOAL_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<std::time::Duration>,
     /// Write a JUnit XML report to PATH.
     #[arg(long, value_name = "PATH")]
     junit: Option<PathBuf>,
@@ -107,14 +114,24 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ShoalExitCode::Usage.into() } else { ShoalExitCode::Success.into() };
+            return if e.use_stderr() {
+                ShoalExitCode::Usage.into()
+            } else {
+                ShoalExitCode::Success.into()
+            };
         }
     };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: failed to start the async runtime: {e}");
@@ -129,18 +146,32 @@ async fn real_main(cli: Cli) -> ShoalExitCode {
         Some(d) => d.clone(),
         None => match std::env::current_dir() {
             Ok(d) => d,
-            Err(e) => return fail(ShoalExitCode::Infrastructure, format!("cannot read the current directory: {e}")),
+            Err(e) => {
+                return fail(
+                    ShoalExitCode::Infrastructure,
+                    format!("cannot read the current directory: {e}"),
+                );
+            }
         },
     };
     let root = match std::fs::canonicalize(&root) {
         Ok(r) => r,
-        Err(e) => return fail(ShoalExitCode::Usage, format!("cannot use {} as the project root: {e}", root.display())),
+        Err(e) => {
+            return fail(
+                ShoalExitCode::Usage,
+                format!("cannot use {} as the project root: {e}", root.display()),
+            );
+        }
     };
     match cli.command {
         Command::Init { force } => init_cmd(&root, force),
         Command::List(args) => list_cmd(&root, args).await,
         Command::Run(args) => run_cmd(&root, args).await,
     }
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
 fn fail(code: ShoalExitCode, message: impl std::fmt::Display) -> ShoalExitCode {
@@ -168,17 +199,29 @@ fn engine_exit(e: &EngineError) -> ShoalExitCode {
 fn init_cmd(root: &Path, force: bool) -> ShoalExitCode {
     let path = root.join(project::CONFIG_FILE);
     if path.exists() && !force {
-        return fail(ShoalExitCode::Usage, format!("{} exists (use --force to overwrite)", path.display()));
+        return fail(
+            ShoalExitCode::Usage,
+            format!("{} exists (use --force to overwrite)", path.display()),
+        );
     }
     let suites = project::detect_suites(root);
     if suites.is_empty() {
-        return fail(ShoalExitCode::Usage, format!("no pytest or Cargo project detected in {}", root.display()));
+        return fail(
+            ShoalExitCode::Usage,
+            format!("no pytest or Cargo project detected in {}", root.display()),
+        );
     }
     let text = init::render(root, &suites);
     if let Err(e) = std::fs::write(&path, text) {
-        return fail(ShoalExitCode::Infrastructure, format!("failed to write {}: {e}", path.display()));
+        return fail(
+            ShoalExitCode::Infrastructure,
+            format!("failed to write {}: {e}", path.display()),
+        );
     }
-    let names: Vec<_> = suites.iter().map(|s| format!("{} ({})", s.0, s.1.name())).collect();
+    let names: Vec<_> = suites
+        .iter()
+        .map(|s| format!("{} ({})", s.0, s.1.name()))
+        .collect();
     println!("wrote {} with suites: {}", path.display(), names.join(", "));
     ShoalExitCode::Success
 }
@@ -188,7 +231,10 @@ async fn list_cmd(root: &Path, args: ListArgs) -> ShoalExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let selection = Selection { patterns: args.select.patterns, suites: args.select.suites };
+    let selection = Selection {
+        patterns: args.select.patterns,
+        suites: args.select.suites,
+    };
     let support = tempdir_in_state(root);
     let found = shoal_runner::list(&config, &selection, &support).await;
     let _ = std::fs::remove_dir_all(&support);
@@ -225,7 +271,9 @@ fn print_stdout(s: &str) {
 }
 
 fn tempdir_in_state(root: &Path) -> PathBuf {
-    root.join(".shoal").join("runs").join(format!("list-{}", std::process::id()))
+    root.join(".shoal")
+        .join("runs")
+        .join(format!("list-{}", std::process::id()))
 }
 
 async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
@@ -236,48 +284,64 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
     if args.fail_on_flaky {
         config.run.fail_on_flaky = true;
     }
+    if let Some(t) = args.timeout {
+        config.run.timeout = t;
+        for s in &mut config.suites {
+            s.timeout = t;
+        }
+    }
     let state_dir = root.join(".shoal");
     if let Err(e) = std::fs::create_dir_all(&state_dir) {
-        return fail(ShoalExitCode::Infrastructure, format!("failed to create {}: {e}", state_dir.display()));
+        return fail(
+            ShoalExitCode::Infrastructure,
+            format!("failed to create {}: {e}", state_dir.display()),
+        );
     }
-    let store: Arc<dyn shoal_store::Store> = match shoal_store::SqliteStore::open(&state_dir.join("history.db")).await {
-        Ok(s) => Arc::new(s),
-        Err(e) => return fail(ShoalExitCode::Infrastructure, e),
-    };
+    let store: Arc<dyn shoal_store::Store> =
+        match shoal_store::SqliteStore::open(&state_dir.join("history.db")).await {
+            Ok(s) => Arc::new(s),
+            Err(e) => return fail(ShoalExitCode::Infrastructure, e),
+        };
     let slots = match args.slots.or(Some(config.run.slots).filter(|s| *s > 0)) {
         Some(n) => n,
-        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
     };
     let color = match args.color {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        ColorChoice::Auto => {
+            std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+        }
     };
-    let mut reporters: Vec<Box<dyn shoal_report::Reporter>> = Vec::new();
-    reporters.push(Box::new(shoal_report::terminal::TerminalReporter::new(
+    let mut fanout = shoal_report::Fanout::new();
+    fanout.push(shoal_report::terminal::TerminalReporter::new(
         shoal_report::terminal::TerminalOptions {
             progress_bar: std::io::stderr().is_terminal(),
             color,
             verbose: args.verbose,
             slow_threshold: config.run.slow_threshold,
-            output_cap: config.run.output_cap,
+            output_cap: Some(config.run.output_cap),
         },
         Box::new(std::io::stdout()),
-    )));
+    ));
     if let Some(path) = &args.junit {
-        reporters.push(Box::new(shoal_report::junit::JunitReporter::new(path.clone())));
+        fanout.push(shoal_report::junit::JunitReporter::new(path.clone()));
     }
     if let Some(path) = &args.json {
         match shoal_report::json::JsonLinesReporter::create(path) {
-            Ok(r) => reporters.push(Box::new(r)),
+            Ok(r) => fanout.push(r),
             Err(e) => return fail(ShoalExitCode::Usage, e),
         }
     }
-    let mut fanout = shoal_report::Fanout::new(reporters);
     let cancel = shoal_runner::Cancel::new();
     tokio::spawn(watch_signals(cancel.clone()));
     let req = RunRequest {
-        selection: Selection { patterns: args.select.patterns, suites: args.select.suites },
+        selection: Selection {
+            patterns: args.select.patterns,
+            suites: args.select.suites,
+        },
         slots,
         repeat: args.repeat.unwrap_or(config.run.repeat),
         retries: args.retries,
@@ -306,8 +370,10 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
 /// First Ctrl-C or SIGTERM: stop scheduling, kill running tests, write
 /// partial reports. A second one exits at once.
 async fn watch_signals(cancel: shoal_runner::Cancel) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else { return };
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return;
+    };
     let mut seen = 0;
     loop {
         tokio::select! {
@@ -316,7 +382,9 @@ async fn watch_signals(cancel: shoal_runner::Cancel) {
         }
         seen += 1;
         if seen == 1 {
-            eprintln!("\ninterrupted: stopping running tests and writing reports (press Ctrl-C again to exit at once)");
+            eprintln!(
+                "\ninterrupted: stopping running tests and writing reports (press Ctrl-C again to exit at once)"
+            );
             cancel.cancel();
         } else {
             std::process::exit(ShoalExitCode::Interrupted as i32);
