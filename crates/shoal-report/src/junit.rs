@@ -178,6 +178,9 @@ impl JunitReporter {
         let mut tmp = tempfile::Builder::new()
             .prefix(".shoal-junit-")
             .suffix(".xml.tmp")
+            // A report is for CI tools and people to read, not a secret
+            // (tempfile's default is 0600).
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .tempfile_in(dir)?;
         {
             let mut out = BufWriter::new(tmp.as_file_mut());
@@ -439,6 +442,17 @@ mod tests {
         let report = Report::deserialize_from_str(&xml).unwrap();
         assert_eq!(report.tests, 1);
         assert_eq!(report.time, None);
+    }
+
+    #[test]
+    fn written_report_is_world_readable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junit.xml");
+        let mut r = JunitReporter::new(path.clone());
+        r.finish().unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
     }
 
     #[test]

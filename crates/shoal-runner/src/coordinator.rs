@@ -234,12 +234,10 @@ impl Coordinator<'_> {
             match self.sched.lease(SlotId::local(slot), now) {
                 Some(lease) => {
                     self.leases.insert(lease.id, lease.clone());
-                    if let Err(unsent) = reply.send(Some(lease)) {
-                        // The slot went away: give the work back.
-                        if let Some(l) = unsent {
-                            let _ = self.sched.release(l.id, l.token, now);
-                            self.leases.remove(&l.id);
-                        }
+                    // If the slot went away, give the work back.
+                    if let Err(Some(l)) = reply.send(Some(lease)) {
+                        let _ = self.sched.release(l.id, l.token, now);
+                        self.leases.remove(&l.id);
                     }
                 }
                 None => still.push((slot, reply)),

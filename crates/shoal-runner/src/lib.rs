@@ -340,7 +340,7 @@ pub async fn run(
             .map(|d| (d.suite.config.name.clone(), d.suite.clone()))
             .collect(),
     );
-    let executor: Arc<dyn Executor> = Arc::new(ProcessExecutor::default());
+    let executor: Arc<dyn Executor> = Arc::new(ProcessExecutor);
     let (tx, rx) = mpsc::unbounded_channel();
     let mut slot_tasks = Vec::new();
     for slot in &slot_ids {
