@@ -54,6 +54,9 @@ pub enum Progress {
         outcome: Outcome,
         duration: Duration,
         message: Option<String>,
+        /// The failure report and captured output, for failed tests: what
+        /// is kept when the runner dies before writing its own report.
+        output: Option<String>,
     },
 }
 

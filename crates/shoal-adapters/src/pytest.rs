@@ -135,6 +135,8 @@ enum PluginEvent {
         duration: f64,
         #[serde(default)]
         message: Option<String>,
+        #[serde(default)]
+        output: Option<String>,
     },
 }
 
@@ -274,12 +276,14 @@ impl Adapter for PytestAdapter {
                 outcome,
                 duration,
                 message,
+                output,
             } => Some(Progress::Finished {
                 name: nodeid,
                 outcome: Outcome::parse(&outcome)
                     .filter(|o| matches!(o, Outcome::Pass | Outcome::Fail | Outcome::Skip))?,
                 duration: Duration::try_from_secs_f64(duration).unwrap_or_default(),
                 message,
+                output,
             }),
             PluginEvent::Collected { .. } | PluginEvent::CollectionFinished { .. } => None,
         }
@@ -323,13 +327,17 @@ impl Adapter for PytestAdapter {
                             outcome,
                             duration,
                             message,
+                            output,
                             ..
                         }) => Some(TestResult {
                             id: test.id.clone(),
                             outcome: *outcome,
                             duration: *duration,
                             message: message.clone(),
-                            output: CapturedOutput::default(),
+                            output: output
+                                .as_deref()
+                                .map(|o| junit::cap_output(o, cap))
+                                .unwrap_or_default(),
                         }),
                         _ => None,
                     }
@@ -724,7 +732,7 @@ mod tests {
         );
         assert_eq!(
             a.parse_progress("{\"event\": \"finish\", \"nodeid\": \"t.py::x\", \"outcome\": \"skip\", \"duration\": 0.25, \"message\": \"xfail: bug\", \"v\": 1}\n"),
-            Some(Progress::Finished { name: "t.py::x".into(), outcome: Outcome::Skip, duration: Duration::from_millis(250), message: Some("xfail: bug".into()) })
+            Some(Progress::Finished { name: "t.py::x".into(), outcome: Outcome::Skip, duration: Duration::from_millis(250), message: Some("xfail: bug".into()), output: None })
         );
         assert_eq!(
             a.parse_progress(r#"{"event": "collected", "nodeid": "t.py::x", "file": "t.py"}"#),
@@ -868,6 +876,7 @@ mod tests {
                 outcome: Outcome::Fail,
                 duration: Duration::from_secs(1),
                 message: Some("boom".into()),
+                output: Some("E   assert 1 == 2".into()),
             },
             Progress::Started {
                 name: "t.py::running".into(),

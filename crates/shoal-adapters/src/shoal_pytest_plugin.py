@@ -19,10 +19,12 @@ Messages:
   node id (the rootdir is not the invocation directory).
 * ``{"event": "collection_finished", "count"}`` after the last ``collected``.
 * ``{"event": "start", "nodeid"}`` when a test starts.
-* ``{"event": "finish", "nodeid", "outcome", "duration", "message"}`` when a
+* ``{"event": "finish", "nodeid", "outcome", "duration", "message", "output"}`` when a
   test's setup, call and teardown are over. ``outcome`` is ``pass``, ``fail``
   or ``skip`` and follows pytest's JUnit classification: an error in setup or
   teardown fails, xfail skips, a non-strict xpass passes, a strict one fails.
+  ``output`` (failures only) is the failure report and captured sections,
+  which shoal keeps when the process dies before writing its JUnit report.
 
 A failure to write (shoal went away) disables reporting; it never fails the
 test run.
@@ -41,6 +43,10 @@ import pytest
 
 SCHEMA_VERSION = 1
 MESSAGE_LIMIT = 500
+# Failure text (characters) sent with a "finish" message, as head and tail; at
+# most 6 bytes each once JSON-escaped, it stays under the progress
+# pipe reader's 1 MiB line bound.
+OUTPUT_LIMIT = 128 * 1024
 
 _stream = None
 _states = {}
@@ -90,6 +96,18 @@ def _failure_message(report):
     if report.when in ("setup", "teardown"):
         text = "error in {}: {}".format(report.when, text)
     return _short(text)
+
+
+def _failure_output(report):
+    """The failure report and captured sections, as pytest prints them."""
+    parts = [report.longreprtext] if report.longreprtext else []
+    for title, content in report.sections:
+        parts.append("{:-^60}\n{}".format(" " + title + " ", content))
+    text = "\n".join(parts)
+    if len(text) > OUTPUT_LIMIT:
+        half = OUTPUT_LIMIT // 2
+        text = text[:half] + "\n[... shoal plugin dropped {} characters ...]\n".format(len(text) - 2 * half) + text[-half:]
+    return text
 
 
 def _skip_message(report):
@@ -191,6 +209,8 @@ def pytest_runtest_logreport(report):
             if state["outcome"] != "fail":
                 state["outcome"] = "fail"
                 state["message"] = _failure_message(report)
+            output = _failure_output(report)
+            state["output"] = output if not state.get("output") else state["output"] + "\n" + output
         elif report.skipped and state["outcome"] == "pass":
             state["outcome"] = "skip"
             state["message"] = _skip_message(report)
@@ -207,5 +227,6 @@ def pytest_runtest_logfinish(nodeid, location):
             "outcome": state["outcome"],
             "duration": state["duration"],
             "message": state["message"],
+            "output": state.get("output"),
         }
     )

@@ -561,6 +561,13 @@ fn a_runner_crash_is_pinned_on_the_running_test() {
             .as_deref()
             .is_some_and(|m| m.contains("assert"))
     );
+    // With no JUnit report, the failure's traceback still comes through.
+    assert!(
+        results[1].output.text.contains("def test_fail_assert"),
+        "{:?}",
+        results[1].output
+    );
+    assert!(results[0].output.text.is_empty());
 }
 
 #[test]
