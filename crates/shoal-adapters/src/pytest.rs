@@ -321,8 +321,13 @@ impl Adapter for PytestAdapter {
             .iter()
             .enumerate()
             .filter_map(|(i, test)| {
-                assignment.take(i, test.id.clone(), cap).or_else(|| {
-                    match finished.get(test.id.name.as_str()) {
+                assignment
+                    .take(i, test.id.clone(), cap)
+                    .map(|mut r| {
+                        r.output.text = drop_empty_captured_sections(&r.output.text);
+                        r
+                    })
+                    .or_else(|| match finished.get(test.id.name.as_str()) {
                         Some(Progress::Finished {
                             outcome,
                             duration,
@@ -340,11 +345,40 @@ impl Adapter for PytestAdapter {
                                 .unwrap_or_default(),
                         }),
                         _ => None,
-                    }
-                })
+                    })
             })
             .collect()
     }
+}
+
+/// pytest's JUnit output (`junit_logging=all`) has a banner for every
+/// capture kind, also when it caught nothing; keeps only sections with text.
+fn drop_empty_captured_sections(text: &str) -> String {
+    fn is_banner(line: &str) -> bool {
+        let t = line.trim_matches('-').trim();
+        line.starts_with("---") && line.ends_with("---") && t.starts_with("Captured ")
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut section: Option<String> = None;
+    let flush = |section: &mut Option<String>, out: &mut String| {
+        if let Some(sec) = section.take() {
+            if sec.lines().skip(1).any(|l| !l.trim().is_empty()) {
+                out.push_str(&sec);
+            }
+        }
+    };
+    for line in text.split_inclusive('\n') {
+        if is_banner(line.trim_end_matches(['\n', '\r'])) {
+            flush(&mut section, &mut out);
+            section = Some(line.to_owned());
+        } else if let Some(sec) = section.as_mut() {
+            sec.push_str(line);
+        } else {
+            out.push_str(line);
+        }
+    }
+    flush(&mut section, &mut out);
+    out.trim_end().to_owned()
 }
 
 /// The tests reordered so each file's tests are contiguous (files in order of
@@ -550,6 +584,19 @@ fn bin_xml_escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn empty_capture_sections_are_dropped() {
+        let text = "E   assert 1 == 2\n----- Captured Log -----\n\n----- Captured Out -----\nhello\n\n----- Captured Err -----\n\n";
+        assert_eq!(
+            super::drop_empty_captured_sections(text),
+            "E   assert 1 == 2\n----- Captured Out -----\nhello"
+        );
+        assert_eq!(
+            super::drop_empty_captured_sections("plain\ntext\n"),
+            "plain\ntext"
+        );
+    }
+
     use super::*;
     use shoal_core::config::{AdapterConfig, Config};
 
