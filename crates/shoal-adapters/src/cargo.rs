@@ -238,6 +238,11 @@ impl Adapter for CargoAdapter {
             .collect()
     }
 
+    fn batch_overhead(&self, _discovery: std::time::Duration) -> std::time::Duration {
+        // One process per test: batch size changes nothing.
+        std::time::Duration::ZERO
+    }
+
     fn reports_progress(&self) -> bool {
         false
     }

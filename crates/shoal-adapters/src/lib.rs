@@ -92,6 +92,13 @@ pub trait Adapter: Send + Sync + std::fmt::Debug {
     async fn discover(&self, ctx: &DiscoverCtx) -> Result<Vec<TestCase>, AdapterError>;
     /// Plans the processes that run `tests` (all of this suite), run in order.
     fn plan(&self, tests: &[TestCase], ctx: &BatchCtx) -> Vec<Invocation>;
+    /// What starting one batch costs, given how long discovery took. The
+    /// default takes discovery's time (an interpreter's start-up plus
+    /// collection) as the estimate; adapters that start a process per test
+    /// anyway return zero.
+    fn batch_overhead(&self, discovery: Duration) -> Duration {
+        discovery
+    }
     /// Whether invocations report per-test progress on the progress pipe.
     fn reports_progress(&self) -> bool;
     /// Parses one line from the progress pipe.

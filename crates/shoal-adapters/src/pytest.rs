@@ -25,7 +25,7 @@ use crate::junit::{self, Assignment, JunitCase, JunitStatus};
 use crate::{Adapter, AdapterError, BatchCtx, DiscoverCtx, Invocation, Progress};
 use async_trait::async_trait;
 use serde::Deserialize;
-use shoal_core::{CapturedOutput, Outcome, TestCase, TestId, TestResult};
+use shoal_core::{Outcome, TestCase, TestId, TestResult};
 use shoal_exec::{ProcessExit, ProcessSpec};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
@@ -584,6 +584,8 @@ fn bin_xml_escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use shoal_core::CapturedOutput;
+
     #[test]
     fn empty_capture_sections_are_dropped() {
         let text = "E   assert 1 == 2\n----- Captured Log -----\n\n----- Captured Out -----\nhello\n\n----- Captured Err -----\n\n";

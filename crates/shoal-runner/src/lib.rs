@@ -247,7 +247,11 @@ pub async fn run(
     let mut planned = Vec::new();
     for d in &discovered {
         let cfg = &d.suite.config;
-        let tests: Vec<PlannedTest> = d
+        let batch_overhead = d
+            .suite
+            .adapter
+            .batch_overhead(std::time::Duration::from_secs_f64(d.duration));
+        let mut tests: Vec<PlannedTest> = d
             .selected
             .iter()
             .map(|case| PlannedTest {
@@ -255,9 +259,9 @@ pub async fn run(
                 estimate: cfg.default_duration,
                 retries: req.retries.unwrap_or(cfg.retries),
                 max_batch: cfg.max_batch,
+                batch_overhead,
             })
             .collect();
-        let mut tests = tests;
         shoal_sched::fill_estimates(&mut tests, &known, cfg.default_duration);
         planned.extend(tests);
     }

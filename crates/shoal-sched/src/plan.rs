@@ -52,6 +52,12 @@ pub struct PlannedTest {
     pub retries: u32,
     /// Most tests of its suite leased at once (values below 1 mean 1).
     pub max_batch: usize,
+    /// What starting one batch of its suite costs (an interpreter's
+    /// start-up and collection). Batches of the suite carry at least twice
+    /// this much estimated work, so start-up stays a small share of a slot's
+    /// time even at the tail of the queue. Zero for suites that start a
+    /// process per test anyway.
+    pub batch_overhead: Duration,
 }
 
 impl PlannedTest {
@@ -62,6 +68,7 @@ impl PlannedTest {
             estimate: Duration::ZERO,
             retries: 0,
             max_batch: usize::MAX,
+            batch_overhead: Duration::ZERO,
         }
     }
 }

@@ -170,6 +170,9 @@ pub struct Scheduler {
     execs: Vec<ExecState>,
     /// Per suite, first attempts in longest-first order (one entry per test).
     main: Vec<VecDeque<Entry>>,
+    /// Per suite: the least estimated work a batch is filled to (twice the
+    /// suite's batch overhead), nanoseconds.
+    min_batch_work: Vec<u64>,
     /// Retries and requeued executions, oldest first; served before `main`.
     front: VecDeque<ExecId>,
     leases: BTreeMap<LeaseId, LeaseState>,
@@ -236,6 +239,7 @@ impl Scheduler {
         let tests = order.into_iter().filter_map(|i| tests[i].take());
         let mut suite_index: HashMap<String, usize> = HashMap::new();
         let mut main: Vec<VecDeque<Entry>> = Vec::new();
+        let mut min_batch_work: Vec<u64> = Vec::new();
         let mut infos = Vec::with_capacity(n_exec / repeat as usize);
         let mut execs = Vec::with_capacity(n_exec);
         let mut queued_work = 0u64;
@@ -245,10 +249,13 @@ impl Scheduler {
                 Some(&i) => i,
                 None => {
                     main.push(VecDeque::new());
+                    min_batch_work.push(0);
                     suite_index.insert(t.case.id.suite.clone(), main.len() - 1);
                     main.len() - 1
                 }
             };
+            min_batch_work[suite] =
+                min_batch_work[suite].max(nanos(t.batch_overhead).saturating_mul(2));
             main[suite].push_back(Entry { test, next: 0 });
             let estimate = nanos(t.estimate);
             queued_work = queued_work.saturating_add(estimate.saturating_mul(u64::from(repeat)));
@@ -278,6 +285,7 @@ impl Scheduler {
             tests: infos,
             execs,
             main,
+            min_batch_work,
             front: VecDeque::new(),
             leases: BTreeMap::new(),
             slots: HashSet::new(),
@@ -353,8 +361,8 @@ impl Scheduler {
     /// The batch starts at the first retry or requeued execution that does
     /// not avoid this slot, else at the longest queued test, and takes more
     /// tests of the same suite, in order, while their summed estimate stays
-    /// within `queued work / (2 × live slots)` and their number within
-    /// `max_batch`.
+    /// within `max(queued work / (2 × live slots), 2 × the suite's batch
+    /// overhead)` and their number within `max_batch`.
     pub fn lease(&mut self, slot: SlotId, now: Duration) -> Option<Lease> {
         self.add_slot(slot);
         if self.queued == 0 {
@@ -378,6 +386,7 @@ impl Scheduler {
                 let first = self.front[i];
                 let suite = self.tests[self.test_of(first)].suite;
                 b.cap = self.tests[self.test_of(first)].max_batch;
+                b.target = b.target.max(self.min_batch_work[suite]);
                 self.take(&mut b, first);
                 let isolated = self.execs[first.idx()].isolate;
                 if !isolated {
@@ -409,6 +418,7 @@ impl Scheduler {
             Head::Main(s) => Some(s),
         };
         if let Some(s) = fill_suite {
+            b.target = b.target.max(self.min_batch_work[s]);
             self.fill_from_main(&mut b, s);
         }
 

@@ -21,6 +21,7 @@ fn test(suite: &str, name: &str, est_ms: u64) -> PlannedTest {
         estimate: ms(est_ms),
         retries: 0,
         max_batch: 64,
+        batch_overhead: Duration::ZERO,
     }
 }
 
@@ -676,4 +677,42 @@ fn retries_of_two_repetitions_of_a_test_go_to_separate_batches() {
     );
     assert!(l.items.len() > 1);
     assert_eq!(s.lease(C, T0).unwrap().items[0].case.id.name, "flaky");
+}
+
+#[test]
+fn batch_overhead_keeps_tail_batches_worth_starting() {
+    // 40 tests of 100 ms on 2 slots: without overhead the tail is single
+    // tests; with a 300 ms start-up cost every batch carries ≥ 600 ms of work
+    // (or whatever is left).
+    let plan = |overhead_ms| -> Vec<usize> {
+        let tests = (0..40)
+            .map(|i| {
+                let mut t = test("s", &format!("t{i:02}"), 100);
+                t.batch_overhead = ms(overhead_ms);
+                t
+            })
+            .collect();
+        let slots = [SlotId::local(0), SlotId::local(1)];
+        let mut s = Scheduler::new(SchedConfig::default(), tests, 1, &slots).unwrap();
+        let mut sizes = Vec::new();
+        while let Some(l) = s.lease(slots[sizes.len() % 2], ms(0)) {
+            sizes.push(l.items.len());
+            for e in &l.items {
+                s.report(l.id, l.token, e.exec, Outcome::Pass, ms(0));
+            }
+            s.release(l.id, l.token, ms(0));
+        }
+        sizes
+    };
+    let plain = plan(0);
+    assert_eq!(plain.last(), Some(&1), "{plain:?}");
+    let with_overhead = plan(300);
+    let (last, rest) = with_overhead.split_last().unwrap();
+    assert!(rest.iter().all(|&n| n >= 6), "{with_overhead:?}");
+    assert!(*last >= 1);
+    assert!(
+        with_overhead.len() < plain.len(),
+        "{with_overhead:?} vs {plain:?}"
+    );
+    assert_eq!(with_overhead.iter().sum::<usize>(), 40);
 }

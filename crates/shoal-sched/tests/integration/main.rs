@@ -27,5 +27,6 @@ pub fn planned(
         estimate,
         retries,
         max_batch,
+        batch_overhead: Duration::ZERO,
     }
 }
