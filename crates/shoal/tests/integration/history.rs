@@ -1,0 +1,63 @@
+//! Ordering by history: a second run starts the tests the first run
+//! measured slowest.
+
+use crate::events::Events;
+use crate::support::Project;
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[test]
+fn history_puts_the_slowest_tests_first() {
+    let project = Project::pytest();
+    // test_slow's file sorts after test_params', so without history (every
+    // estimate equal, ties broken by id) the slow tests would not lead.
+    let patterns = ["test_slow", "test_numbers", "test_pairs"];
+    let order = |name: &str| -> Vec<String> {
+        let json = project.out(name);
+        // One slot: the order of attempt_started is the dispatch order.
+        project
+            .shoal(["run", "-j", "1", "--json"])
+            .arg(&json)
+            .args(patterns)
+            .run()
+            .assert_code(1);
+        Events::read(&json).started()
+    };
+    let first = order("first.jsonl");
+    let second = order("second.jsonl");
+    assert_eq!(
+        sorted(first.clone()),
+        sorted(second.clone()),
+        "same tests both times"
+    );
+
+    // The slow tests' durations as the first run measured them, slowest first.
+    let events = Events::read(&project.out("first.jsonl"));
+    let mut slow: Vec<(f64, String)> = events
+        .attempts()
+        .into_iter()
+        .filter(|a| a.test.contains("test_slow"))
+        .map(|a| (a.end - a.start, a.test))
+        .collect();
+    slow.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let slowest: Vec<String> = slow.into_iter().map(|s| s.1).collect();
+    assert_eq!(slowest.len(), 2, "{slowest:?}");
+    assert!(
+        slowest[0].contains("1500ms"),
+        "the 1.5 s test measured slowest: {slowest:?}"
+    );
+
+    assert_ne!(
+        first[..2],
+        slowest[..],
+        "without history the slow tests did not lead, so the check below means something"
+    );
+    assert_eq!(
+        second[..2],
+        slowest[..],
+        "the second run started the slowest tests first: {second:?}"
+    );
+}

@@ -1,0 +1,17 @@
+//! End-to-end tests of the `shoal` binary: it runs as a subprocess on
+//! copies of the real fixture projects (pytest, Cargo, command), and what it
+//! reports is checked against what the tools' own runners report.
+
+mod cargo;
+mod chaos;
+mod command;
+mod config_errors;
+mod events;
+mod history;
+mod init;
+mod interrupt;
+mod junit;
+mod pytest;
+mod reference;
+mod retries;
+mod support;
