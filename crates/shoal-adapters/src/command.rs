@@ -15,7 +15,7 @@ use crate::junit::{self, Assignment};
 use crate::{Adapter, AdapterError, BatchCtx, DiscoverCtx, Invocation, Progress};
 use async_trait::async_trait;
 use shoal_core::config::CommandLine;
-use shoal_core::{TestCase, TestId, TestResult};
+use shoal_core::{Outcome, TestCase, TestId, TestResult};
 use shoal_exec::{ExitStatus, ProcessExit, ProcessSpec};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -165,10 +165,30 @@ impl Adapter for CommandAdapter {
                 tracing::debug!(classname = ?case.classname, name = %case.name, "junit test case matches no test of the batch");
             }
         }
+        // A broken report is the tool's fault, not the tests': say so on
+        // every test it left out instead of a bare "no result".
+        let broken = report.error.as_ref().map(|e| {
+            format!(
+                "the JUnit report {} is malformed ({e}); it has no result for this test",
+                path.display()
+            )
+        });
         inv.tests
             .iter()
             .enumerate()
-            .filter_map(|(i, t)| assignment.take(i, t.id.clone(), inv.spec.output_cap))
+            .filter_map(|(i, t)| {
+                assignment
+                    .take(i, t.id.clone(), inv.spec.output_cap)
+                    .or_else(|| {
+                        broken.as_ref().map(|message| TestResult {
+                            id: t.id.clone(),
+                            outcome: Outcome::Lost,
+                            duration: exit.wall,
+                            message: Some(message.clone()),
+                            output: exit.output.clone(),
+                        })
+                    })
+            })
             .collect()
     }
 }
@@ -424,6 +444,39 @@ mod tests {
             ["n", "K.n", "K::n", "K/n", "K n"]
         );
         assert_eq!(case_keys(Some(""), "n"), ["n"]);
+    }
+
+    #[test]
+    fn a_malformed_report_names_itself_on_the_tests_it_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (adapter, batch) = ctx(
+            dir.path(),
+            dir.path(),
+            None,
+            &["./run", "{junit}", "{tests}"],
+        );
+        let tests = [case("a"), case("b")];
+        let inv = &adapter.plan(&tests, &batch)[0];
+        std::fs::write(
+            inv.junit.as_ref().unwrap(),
+            r#"<testsuite><testcase name="a" time="0.1"/><testcase name="b"><failure"#,
+        )
+        .unwrap();
+        let exit = ProcessExit {
+            status: ExitStatus::Code(0),
+            output: Default::default(),
+            wall: Duration::from_secs(1),
+            terminated: false,
+        };
+        let results = adapter.collect(inv, &exit, &[]);
+        assert_eq!(results.len(), 2);
+        assert_eq!(
+            (results[0].id.name.as_str(), results[0].outcome),
+            ("a", Outcome::Pass)
+        );
+        assert_eq!(results[1].outcome, Outcome::Lost);
+        let msg = results[1].message.as_deref().unwrap();
+        assert!(msg.contains("malformed"), "{msg}");
     }
 
     #[test]

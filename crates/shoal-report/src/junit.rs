@@ -165,6 +165,10 @@ impl JunitReporter {
             suite.add_test_case(case);
         }
         suite.set_time(total);
+        // quick-junit counts skips as `disabled`; most CI tools (Jenkins,
+        // GitLab, pytest's own reports) read `skipped`.
+        let skipped = suite.disabled.to_string();
+        suite.extra.insert("skipped".into(), skipped.into());
         suite
     }
 
@@ -373,6 +377,7 @@ mod tests {
         );
         let rs = &report.test_suites[1];
         assert_eq!((rs.tests, rs.failures, rs.disabled), (2, 1, 1));
+        assert_eq!(rs.extra.get("skipped").map(|v| v.as_str()), Some("1"));
     }
 
     #[test]

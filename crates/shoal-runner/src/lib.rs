@@ -51,6 +51,17 @@ pub struct Selection {
 }
 
 impl Selection {
+    /// Fails on a suite name the config does not define.
+    pub fn check(&self, config: &Config) -> Result<(), EngineError> {
+        for s in &self.suites {
+            if !config.suites.iter().any(|c| &c.name == s) {
+                let names: Vec<_> = config.suites.iter().map(|c| c.name.as_str()).collect();
+                return Err(EngineError::UnknownSuite(s.clone(), names.join(", ")));
+            }
+        }
+        Ok(())
+    }
+
     fn wants_suite(&self, name: &str) -> bool {
         self.suites.is_empty() || self.suites.iter().any(|s| s == name)
     }
@@ -102,12 +113,7 @@ pub async fn list(
     selection: &Selection,
     support_dir: &std::path::Path,
 ) -> Result<Vec<Discovered>, EngineError> {
-    for s in &selection.suites {
-        if !config.suites.iter().any(|c| &c.name == s) {
-            let names: Vec<_> = config.suites.iter().map(|c| c.name.as_str()).collect();
-            return Err(EngineError::UnknownSuite(s.clone(), names.join(", ")));
-        }
-    }
+    selection.check(config)?;
     std::fs::create_dir_all(support_dir).map_err(|source| EngineError::Io {
         path: support_dir.to_owned(),
         source,

@@ -240,6 +240,12 @@ async fn list_cmd(root: &Path, args: ListArgs) -> ShoalExitCode {
     let support = tempdir_in_state(root);
     let found = shoal_runner::list(&config, &selection, &support).await;
     let _ = std::fs::remove_dir_all(&support);
+    // Leave no empty scratch directories behind (fails harmlessly when a
+    // concurrent run is using them).
+    if let Some(runs) = support.parent() {
+        let _ = std::fs::remove_dir(runs);
+        let _ = runs.parent().map(std::fs::remove_dir);
+    }
     let found = match found {
         Ok(f) => f,
         Err(e) => return fail(engine_exit(&e), e),
@@ -292,6 +298,13 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
             s.timeout = t;
         }
     }
+    let selection = Selection {
+        patterns: args.select.patterns,
+        suites: args.select.suites,
+    };
+    if let Err(e) = selection.check(&config) {
+        return fail(engine_exit(&e), e);
+    }
     let state_dir = root.join(".shoal");
     if let Err(e) = std::fs::create_dir_all(&state_dir) {
         return fail(
@@ -339,11 +352,17 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
     }
     let cancel = shoal_runner::Cancel::new();
     tokio::spawn(watch_signals(cancel.clone()));
+    // Discovery can take a while (cargo compiles the tests): say what is
+    // going on before the first event.
+    let suites: Vec<&str> = config
+        .suites
+        .iter()
+        .map(|s| s.name.as_str())
+        .filter(|n| selection.suites.is_empty() || selection.suites.iter().any(|x| x == n))
+        .collect();
+    eprintln!("Discovering tests ({})...", suites.join(", "));
     let req = RunRequest {
-        selection: Selection {
-            patterns: args.select.patterns,
-            suites: args.select.suites,
-        },
+        selection,
         slots,
         repeat: args.repeat.unwrap_or(config.run.repeat),
         retries: args.retries,
