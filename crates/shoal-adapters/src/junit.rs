@@ -117,6 +117,14 @@ pub fn cap_output(text: &str, cap: u64) -> CapturedOutput {
     buf.finish()
 }
 
+/// `output` capped again at `cap`, keeping the count of bytes an earlier
+/// cap (e.g. the runner's own) dropped.
+pub fn recap_output(output: &CapturedOutput, cap: u64) -> CapturedOutput {
+    let mut capped = cap_output(&output.text, cap);
+    capped.truncated_bytes += output.truncated_bytes;
+    capped
+}
+
 /// A byte sink that keeps the first and last `cap / 2` bytes.
 #[derive(Debug)]
 struct CapBuf {

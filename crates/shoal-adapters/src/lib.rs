@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use shoal_core::config::SuiteConfig;
-use shoal_core::{Outcome, TestCase, TestResult};
+use shoal_core::{CapturedOutput, Outcome, TestCase, TestResult};
 use shoal_exec::{ProcessExit, ProcessSpec};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -54,9 +54,8 @@ pub enum Progress {
         outcome: Outcome,
         duration: Duration,
         message: Option<String>,
-        /// The failure report and captured output, for failed tests: what
-        /// is kept when the runner dies before writing its own report.
-        output: Option<String>,
+        /// The failure report and captured output, for failed tests.
+        output: Option<CapturedOutput>,
     },
 }
 

@@ -25,7 +25,7 @@ use crate::junit::{self, Assignment, JunitCase, JunitStatus};
 use crate::{Adapter, AdapterError, BatchCtx, DiscoverCtx, Invocation, Progress};
 use async_trait::async_trait;
 use serde::Deserialize;
-use shoal_core::{Outcome, TestCase, TestId, TestResult};
+use shoal_core::{CapturedOutput, Outcome, TestCase, TestId, TestResult};
 use shoal_exec::{ProcessExit, ProcessSpec};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
@@ -137,6 +137,8 @@ enum PluginEvent {
         message: Option<String>,
         #[serde(default)]
         output: Option<String>,
+        #[serde(default)]
+        output_dropped: u64,
     },
 }
 
@@ -277,13 +279,17 @@ impl Adapter for PytestAdapter {
                 duration,
                 message,
                 output,
+                output_dropped,
             } => Some(Progress::Finished {
                 name: nodeid,
                 outcome: Outcome::parse(&outcome)
                     .filter(|o| matches!(o, Outcome::Pass | Outcome::Fail | Outcome::Skip))?,
                 duration: Duration::try_from_secs_f64(duration).unwrap_or_default(),
                 message,
-                output,
+                output: output.map(|text| CapturedOutput {
+                    text,
+                    truncated_bytes: output_dropped,
+                }),
             }),
             PluginEvent::Collected { .. } | PluginEvent::CollectionFinished { .. } => None,
         }
@@ -340,8 +346,8 @@ impl Adapter for PytestAdapter {
                             duration: *duration,
                             message: message.clone(),
                             output: output
-                                .as_deref()
-                                .map(|o| junit::cap_output(o, cap))
+                                .as_ref()
+                                .map(|o| junit::recap_output(o, cap))
                                 .unwrap_or_default(),
                         }),
                         _ => None,
@@ -584,8 +590,6 @@ fn bin_xml_escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use shoal_core::CapturedOutput;
-
     #[test]
     fn empty_capture_sections_are_dropped() {
         let text = "E   assert 1 == 2\n----- Captured Log -----\n\n----- Captured Out -----\nhello\n\n----- Captured Err -----\n\n";
@@ -925,7 +929,10 @@ mod tests {
                 outcome: Outcome::Fail,
                 duration: Duration::from_secs(1),
                 message: Some("boom".into()),
-                output: Some("E   assert 1 == 2".into()),
+                output: Some(CapturedOutput {
+                    text: "E   assert 1 == 2".into(),
+                    truncated_bytes: 0,
+                }),
             },
             Progress::Started {
                 name: "t.py::running".into(),

@@ -19,12 +19,14 @@ Messages:
   node id (the rootdir is not the invocation directory).
 * ``{"event": "collection_finished", "count"}`` after the last ``collected``.
 * ``{"event": "start", "nodeid"}`` when a test starts.
-* ``{"event": "finish", "nodeid", "outcome", "duration", "message", "output"}`` when a
+* ``{"event": "finish", "nodeid", "outcome", "duration", "message", "output",
+  "output_dropped"}`` when a
   test's setup, call and teardown are over. ``outcome`` is ``pass``, ``fail``
   or ``skip`` and follows pytest's JUnit classification: an error in setup or
   teardown fails, xfail skips, a non-strict xpass passes, a strict one fails.
   ``output`` (failures only) is the failure report and captured sections,
-  which shoal keeps when the process dies before writing its JUnit report.
+  head and tail of at most OUTPUT_LIMIT characters; ``output_dropped`` counts
+  the characters left out.
 
 A failure to write (shoal went away) disables reporting; it never fails the
 test run.
@@ -104,10 +106,12 @@ def _failure_output(report):
     for title, content in report.sections:
         parts.append("{:-^60}\n{}".format(" " + title + " ", content))
     text = "\n".join(parts)
+    dropped = 0
     if len(text) > OUTPUT_LIMIT:
         half = OUTPUT_LIMIT // 2
-        text = text[:half] + "\n[... shoal plugin dropped {} characters ...]\n".format(len(text) - 2 * half) + text[-half:]
-    return text
+        dropped = len(text) - 2 * half
+        text = text[:half] + "\n[... shoal dropped {} characters of output ...]\n".format(dropped) + text[-half:]
+    return text, dropped
 
 
 def _skip_message(report):
@@ -209,8 +213,9 @@ def pytest_runtest_logreport(report):
             if state["outcome"] != "fail":
                 state["outcome"] = "fail"
                 state["message"] = _failure_message(report)
-            output = _failure_output(report)
+            output, dropped = _failure_output(report)
             state["output"] = output if not state.get("output") else state["output"] + "\n" + output
+            state["output_dropped"] = state.get("output_dropped", 0) + dropped
         elif report.skipped and state["outcome"] == "pass":
             state["outcome"] = "skip"
             state["message"] = _skip_message(report)
@@ -228,5 +233,6 @@ def pytest_runtest_logfinish(nodeid, location):
             "duration": state["duration"],
             "message": state["message"],
             "output": state.get("output"),
+            "output_dropped": state.get("output_dropped", 0),
         }
     )

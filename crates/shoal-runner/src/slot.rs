@@ -6,12 +6,13 @@
 
 use crate::SuiteRuntime;
 use crate::coordinator::ToCoord;
+use shoal_adapters::junit::recap_output;
 use shoal_adapters::{BatchCtx, Invocation, Progress};
 use shoal_core::config::CommandLine;
 use shoal_core::{CapturedOutput, Outcome, TestCase, TestResult, now_epoch};
 use shoal_exec::{Executor, ExitStatus, ProcessExit};
 use shoal_sched::Lease;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -238,6 +239,7 @@ impl LeaseRunner<'_> {
         let mut current: Option<(String, Instant)> = None;
         let mut idle_since = Instant::now();
         let mut stopped: Option<Stopped> = None;
+        let mut streamed: HashSet<String> = HashSet::new();
         let mut eof = !progress_mode;
         while !eof {
             let deadline = match (&stopped, &current) {
@@ -259,10 +261,30 @@ impl LeaseRunner<'_> {
                                     self.started(case, now);
                                 }
                             }
-                            Progress::Finished { name, .. } => {
+                            Progress::Finished { name, outcome, duration, message, output } => {
                                 current = None;
                                 idle_since = Instant::now();
                                 finished_at.insert(name.clone(), now);
+                                // Report at once: failures show as they
+                                // happen and the run's counts stay live. The
+                                // tool's own report is read after exit for
+                                // whatever the stream missed.
+                                if let Some(case) = inv.tests.iter().find(|c| c.id.name == *name) {
+                                    if streamed.insert(name.clone()) {
+                                        let result = TestResult {
+                                            id: case.id.clone(),
+                                            outcome: *outcome,
+                                            duration: *duration,
+                                            message: message.clone(),
+                                            output: output
+                                                .as_ref()
+                                                .map(|o| recap_output(o, self.slot.output_cap))
+                                                .unwrap_or_default(),
+                                        };
+                                        let start = started_at.get(name).copied().unwrap_or(now);
+                                        self.report(case, result, start, now);
+                                    }
+                                }
                             }
                         }
                         progress.push(p);
@@ -311,8 +333,13 @@ impl LeaseRunner<'_> {
         };
         let end = now_epoch();
 
-        let results: HashMap<String, TestResult> = adapter
-            .collect(&inv, &exit, &progress)
+        // Everything streamed: no need to read the tool's report.
+        let collected = if streamed.len() == inv.tests.len() {
+            Vec::new()
+        } else {
+            adapter.collect(&inv, &exit, &progress)
+        };
+        let results: HashMap<String, TestResult> = collected
             .into_iter()
             .map(|r| (r.id.name.clone(), r))
             .collect();
@@ -330,7 +357,7 @@ impl LeaseRunner<'_> {
                 any_died_running = true;
             }
         }
-        for case in &inv.tests {
+        for case in inv.tests.iter().filter(|c| !streamed.contains(&c.id.name)) {
             let name = &case.id.name;
             let start = started_at.get(name).copied().unwrap_or(inv_start);
             if let Some(mut r) = results.get(name).cloned() {

@@ -10,7 +10,7 @@ pub struct SchedConfig {
     /// taken to be broken; from then on failures are final at once, since
     /// retrying a broken build only wastes time.
     pub retry_threshold: f64,
-    /// The build is never judged broken while at most this many executions
+    /// The build is never judged broken while at most this many attempts
     /// have failed. Without a floor a single failure in a small selection
     /// (one test run with `--retries 3`) would exceed the fraction and never
     /// be retried.

@@ -188,7 +188,7 @@ pub struct Scheduler {
     cancelled: usize,
     lost: usize,
     /// Executions with at least one failed attempt.
-    failed_execs: usize,
+    failed_attempts: usize,
     counts: RunCounts,
     /// `stamp[test] == batch_seq` while a batch being built holds the test.
     stamp: Vec<u64>,
@@ -298,7 +298,7 @@ impl Scheduler {
             done: 0,
             cancelled: 0,
             lost: 0,
-            failed_execs: 0,
+            failed_attempts: 0,
             counts: RunCounts::default(),
             batch_seq: 0,
         };
@@ -637,9 +637,7 @@ impl Scheduler {
             Outcome::Skip => FinalStatus::Failed,
             Outcome::Fail | Outcome::Timeout | Outcome::Crash | Outcome::Lost => {
                 st.failures += 1;
-                if st.failures == 1 {
-                    self.failed_execs += 1;
-                }
+                self.failed_attempts += 1;
                 let st = &self.execs[exec.idx()];
                 if st.attempt <= self.tests[test].retries && !self.broken_build() {
                     let st = &mut self.execs[exec.idx()];
@@ -739,9 +737,7 @@ impl Scheduler {
             st.requeues += 1;
             if st.requeues > self.cfg.max_requeues {
                 st.failures += 1;
-                if st.failures == 1 {
-                    self.failed_execs += 1;
-                }
+                self.failed_attempts += 1;
                 self.counts.attempts += 1;
                 self.lost += 1;
                 let e = self.execution(exec);
@@ -803,12 +799,16 @@ impl Scheduler {
         self.done + self.cancelled == self.execs.len()
     }
 
-    /// More than `retry_threshold` of the planned executions (and more than
-    /// `broken_build_floor`) have failed at least once: failures are no
+    /// More attempts have failed than `retry_threshold` × the planned
+    /// executions (and more than `broken_build_floor`): failures are no
     /// longer retried. Retries queued before this stay queued.
+    ///
+    /// Failed attempts count, not failed executions: retries are served
+    /// first, so in a broken build the first failures would otherwise use up
+    /// all their retries before enough distinct tests had failed.
     pub fn broken_build(&self) -> bool {
-        self.failed_execs > self.cfg.broken_build_floor
-            && self.failed_execs as f64 > self.cfg.retry_threshold * self.execs.len() as f64
+        self.failed_attempts > self.cfg.broken_build_floor
+            && self.failed_attempts as f64 > self.cfg.retry_threshold * self.execs.len() as f64
     }
 
     /// Tests × repeat.

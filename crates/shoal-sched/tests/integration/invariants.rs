@@ -51,7 +51,7 @@ struct Harness {
     /// Leases that ended, with items reported in them, for stale replays.
     dead: Vec<(Lease, Execution)>,
     retries: HashMap<TestId, u32>,
-    failed_execs: usize,
+    failed_attempts: usize,
     planned: usize,
     slots: Vec<SlotId>,
     now: Duration,
@@ -104,7 +104,7 @@ impl Harness {
             held: BTreeMap::new(),
             dead: Vec::new(),
             retries,
-            failed_execs: 0,
+            failed_attempts: 0,
             slots,
             now: Duration::ZERO,
             tally: BTreeMap::new(),
@@ -128,8 +128,8 @@ impl Harness {
     }
 
     fn broken(&self) -> bool {
-        self.failed_execs > self.cfg.broken_build_floor
-            && self.failed_execs as f64 > self.cfg.retry_threshold * self.planned as f64
+        self.failed_attempts > self.cfg.broken_build_floor
+            && self.failed_attempts as f64 > self.cfg.retry_threshold * self.planned as f64
     }
 
     fn on_lease(&mut self, slot: SlotId) {
@@ -195,9 +195,7 @@ impl Harness {
             Outcome::Skip if failed_before => Decision::Final(FinalStatus::Failed),
             Outcome::Skip => Decision::Final(FinalStatus::Skipped),
             _ => {
-                if !failed_before {
-                    self.failed_execs += 1;
-                }
+                self.failed_attempts += 1;
                 if e.attempt <= m.retries && !self.broken() {
                     Decision::Retry
                 } else {
@@ -283,9 +281,7 @@ impl Harness {
             if is_lost {
                 *self.tally.entry("lost").or_default() += 1;
                 m.finals += 1;
-                if !m.history.iter().any(|o| o.is_failure()) {
-                    self.failed_execs += 1;
-                }
+                self.failed_attempts += 1;
                 m.history.push(Outcome::Lost);
             }
             self.dead.push((h.lease.clone(), e.clone()));
