@@ -243,14 +243,6 @@ impl Adapter for CargoAdapter {
         std::time::Duration::ZERO
     }
 
-    fn reports_progress(&self) -> bool {
-        false
-    }
-
-    fn parse_progress(&self, _line: &str) -> Option<Progress> {
-        None
-    }
-
     fn collect(
         &self,
         inv: &Invocation,

@@ -111,14 +111,6 @@ impl Adapter for CommandAdapter {
         }]
     }
 
-    fn reports_progress(&self) -> bool {
-        false
-    }
-
-    fn parse_progress(&self, _line: &str) -> Option<Progress> {
-        None
-    }
-
     /// Reads the report unless it is older than the process (a leftover of an
     /// earlier run in a reused directory). A report at a configured fixed path
     /// is removed once read, so the next batch cannot mistake it for its own.

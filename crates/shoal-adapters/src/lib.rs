@@ -99,9 +99,13 @@ pub trait Adapter: Send + Sync + std::fmt::Debug {
         discovery
     }
     /// Whether invocations report per-test progress on the progress pipe.
-    fn reports_progress(&self) -> bool;
+    fn reports_progress(&self) -> bool {
+        false
+    }
     /// Parses one line from the progress pipe.
-    fn parse_progress(&self, line: &str) -> Option<Progress>;
+    fn parse_progress(&self, _line: &str) -> Option<Progress> {
+        None
+    }
     /// Reads the results of a finished invocation: every test of `inv` for
     /// which a result can be determined. Tests with no result are left out;
     /// the engine attributes them (crash, timeout, requeue or lost).

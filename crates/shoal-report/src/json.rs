@@ -135,29 +135,9 @@ pub fn decode_line(line: &str) -> Result<Event, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Shared;
     use crate::testing::scripted_run as sample_events;
-    use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
-
-    /// A writer whose contents the test can read while the reporter owns it.
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Shared {
-        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(data);
-            Ok(data.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Shared {
-        fn text(&self) -> String {
-            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-        }
-    }
 
     #[test]
     fn every_line_leads_with_the_version_and_round_trips() {

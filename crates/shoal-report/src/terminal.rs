@@ -641,29 +641,8 @@ impl Styles {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{Attempt, interrupted_run, run_started, scripted_run};
+    use crate::testing::{Attempt, Shared, interrupted_run, run_started, scripted_run};
     use std::io;
-    use std::sync::Mutex;
-
-    /// A writer whose contents the test reads while the reporter owns it.
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Shared {
-        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(data);
-            Ok(data.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Shared {
-        fn text(&self) -> String {
-            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-        }
-    }
 
     fn render(opts: TerminalOptions, events: &[Event]) -> String {
         let out = Shared::default();

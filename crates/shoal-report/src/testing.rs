@@ -6,6 +6,8 @@ use shoal_core::event::{
     AttemptFinished, AttemptStarted, Notice, NoticeLevel, RunFinished, RunStarted, SuiteDiscovered,
 };
 use shoal_core::{CapturedOutput, Event, FinalStatus, Outcome, RunCounts};
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
 
 /// The run's start, seconds since the epoch (2023-11-14T22:13:20Z).
 pub(crate) const T0: f64 = 1_700_000_000.0;
@@ -257,4 +259,24 @@ pub(crate) fn interrupted_run() -> Vec<Event> {
         exit_code: 130,
     }));
     events
+}
+
+/// A writer whose contents a test can read while a reporter owns it.
+#[derive(Clone, Default)]
+pub(crate) struct Shared(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Shared {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Shared {
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
 }

@@ -372,29 +372,23 @@ impl LeaseRunner<'_> {
                 continue;
             }
             let elapsed = Duration::from_secs_f64((end - start).max(0.0));
-            match &stopped {
+            let timed_out = match &stopped {
                 Some(Stopped::Cancelled) => continue, // interrupted, not a result
-                Some(Stopped::Timeout(Some(t))) if t == name => {
-                    let msg = format!("timed out after {}", fmt_duration(timeout));
-                    self.report(
-                        case,
-                        self.synth(case, Outcome::Timeout, msg, &exit.output, elapsed),
-                        start,
-                        end,
-                    );
-                    continue;
-                }
-                Some(Stopped::Timeout(None)) if !progress_mode && inv.tests.len() == 1 => {
-                    let msg = format!("timed out after {}", fmt_duration(timeout));
-                    self.report(
-                        case,
-                        self.synth(case, Outcome::Timeout, msg, &exit.output, elapsed),
-                        start,
-                        end,
-                    );
-                    continue;
-                }
-                _ => {}
+                // The test that was running, or the only test of a process
+                // without progress.
+                Some(Stopped::Timeout(Some(t))) => t == name,
+                Some(Stopped::Timeout(None)) => !progress_mode && inv.tests.len() == 1,
+                None => false,
+            };
+            if timed_out {
+                let msg = format!("timed out after {}", fmt_duration(timeout));
+                self.report(
+                    case,
+                    self.synth(case, Outcome::Timeout, msg, &exit.output, elapsed),
+                    start,
+                    end,
+                );
+                continue;
             }
             if progress_mode {
                 if started_at.contains_key(name) && !finished_at.contains_key(name) {
