@@ -102,6 +102,7 @@ impl Adapter for CommandAdapter {
             cwd: ctx.suite.root.clone(),
             env: ctx.env.clone(),
             progress_pipe: false,
+            stdin_pipe: false,
             output_cap: ctx.output_cap,
         };
         vec![Invocation {

@@ -57,6 +57,8 @@ pub enum Progress {
         /// The failure report and captured output, for failed tests.
         output: Option<CapturedOutput>,
     },
+    /// The persistent runner finished the batch it was sent.
+    BatchDone,
 }
 
 /// Discovery failed: the listing command could not run or its output made no sense.
@@ -101,6 +103,21 @@ pub trait Adapter: Send + Sync + std::fmt::Debug {
     /// Whether invocations report per-test progress on the progress pipe.
     fn reports_progress(&self) -> bool {
         false
+    }
+    /// A long-lived runner for one slot that runs batches sent on its stdin
+    /// (one [`batch_request`] line each), reporting progress and
+    /// [`Progress::BatchDone`] after each; `None` when the adapter has none.
+    /// The invocation has no tests and no JUnit report; its spec has
+    /// `progress_pipe` and `stdin_pipe` set.
+    ///
+    /// [`batch_request`]: Adapter::batch_request
+    fn persistent_runner(&self, _ctx: &BatchCtx) -> Option<Invocation> {
+        None
+    }
+    /// The stdin line (without newline) asking a persistent runner to run
+    /// `tests`, in order.
+    fn batch_request(&self, _tests: &[TestCase]) -> String {
+        String::new()
     }
     /// Parses one line from the progress pipe.
     fn parse_progress(&self, _line: &str) -> Option<Progress> {

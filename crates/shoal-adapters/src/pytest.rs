@@ -16,6 +16,11 @@
 //! the progress pipe (`SHOAL_PROGRESS_FD`) or, for discovery, to a file
 //! (`SHOAL_PROGRESS_FILE`).
 //!
+//! A persistent runner ([`Adapter::persistent_runner`]) is one pytest run
+//! with the plugin's `--shoal-serve`: it collects what discovery collects,
+//! once, then runs each batch requested on stdin as `{"run": [ids]}` and
+//! answers with the usual start/finish lines and a `batch_done` line.
+//!
 //! A test's id is its pytest node id, relative to pytest's rootdir. When the
 //! rootdir is not the suite root, [`TestCase::runner`] holds the id relative to
 //! the suite root, which is what goes on the command line.
@@ -81,6 +86,24 @@ impl PytestAdapter {
         Ok(dir)
     }
 
+    /// The plugin directory for a batch: normally already there from
+    /// discovery; a worker that did not discover needs it too.
+    fn batch_plugin_dir(ctx: &BatchCtx) -> PathBuf {
+        Self::install_plugin(&ctx.support_dir).unwrap_or_else(|e| {
+            tracing::warn!(dir = %ctx.support_dir.display(), error = %e, "cannot write the shoal pytest plugin");
+            let dir = ctx.support_dir.join(PLUGIN_DIR);
+            std::path::absolute(&dir).unwrap_or(dir)
+        })
+    }
+
+    /// The batch's environment with the plugin directory on PYTHONPATH.
+    fn batch_env(ctx: &BatchCtx) -> BTreeMap<String, String> {
+        let plugin_dir = Self::batch_plugin_dir(ctx);
+        let mut env = ctx.env.clone();
+        env.insert("PYTHONPATH".into(), pythonpath(&plugin_dir, &ctx.env));
+        env
+    }
+
     /// `<python> -m pytest -p shoal_pytest_plugin -p no:cacheprovider`.
     fn base_argv(&self) -> Vec<String> {
         [
@@ -126,6 +149,16 @@ enum PluginEvent {
     CollectionFinished {
         count: usize,
     },
+    /// Serve mode: collection is over, requests are read from now on.
+    Ready {
+        count: usize,
+    },
+    /// Serve mode: a requested id that was not collected.
+    Unknown {
+        nodeid: String,
+    },
+    /// Serve mode: the last request's tests are done.
+    BatchDone {},
     Start {
         nodeid: String,
     },
@@ -220,13 +253,6 @@ impl Adapter for PytestAdapter {
         if tests.is_empty() {
             return Vec::new();
         }
-        // Normally already there from discovery; a worker that did not
-        // discover needs it too.
-        let plugin_dir = Self::install_plugin(&ctx.support_dir).unwrap_or_else(|e| {
-            tracing::warn!(dir = %ctx.support_dir.display(), error = %e, "cannot write the shoal pytest plugin");
-            let dir = ctx.support_dir.join(PLUGIN_DIR);
-            std::path::absolute(&dir).unwrap_or(dir)
-        });
         // pytest runs in the suite root: a relative path would land elsewhere.
         let junit = ctx.scratch_dir.join(format!("junit-{}.xml", ctx.batch_seq));
         let junit = std::path::absolute(&junit).unwrap_or(junit);
@@ -250,13 +276,12 @@ impl Adapter for PytestAdapter {
         argv.push("--".into());
         argv.extend(files.into_iter().map(command_line_path));
 
-        let mut env = ctx.env.clone();
-        env.insert("PYTHONPATH".into(), pythonpath(&plugin_dir, &ctx.env));
         let spec = ProcessSpec {
             argv,
             cwd: ctx.suite.root.clone(),
-            env,
+            env: Self::batch_env(ctx),
             progress_pipe: true,
+            stdin_pipe: false,
             output_cap: ctx.output_cap,
         };
         vec![Invocation {
@@ -264,6 +289,29 @@ impl Adapter for PytestAdapter {
             tests,
             junit: Some(junit),
         }]
+    }
+
+    fn persistent_runner(&self, ctx: &BatchCtx) -> Option<Invocation> {
+        let mut argv = self.base_argv();
+        argv.extend(["-q".into(), "--shoal-serve".into()]);
+        argv.extend(self.args.iter().cloned());
+        Some(Invocation {
+            spec: ProcessSpec {
+                argv,
+                cwd: ctx.suite.root.clone(),
+                env: Self::batch_env(ctx),
+                progress_pipe: true,
+                stdin_pipe: true,
+                output_cap: ctx.output_cap,
+            },
+            tests: Vec::new(),
+            junit: None,
+        })
+    }
+
+    fn batch_request(&self, tests: &[TestCase]) -> String {
+        let ids: Vec<&str> = tests.iter().map(|t| t.id.name.as_str()).collect();
+        serde_json::json!({ "run": ids }).to_string()
     }
 
     fn reports_progress(&self) -> bool {
@@ -291,6 +339,15 @@ impl Adapter for PytestAdapter {
                     truncated_bytes: output_dropped,
                 }),
             }),
+            PluginEvent::BatchDone {} => Some(Progress::BatchDone),
+            PluginEvent::Unknown { nodeid } => {
+                tracing::debug!(%nodeid, "the persistent pytest runner did not collect a requested test");
+                None
+            }
+            PluginEvent::Ready { count } => {
+                tracing::debug!(count, "the persistent pytest runner is ready");
+                None
+            }
             PluginEvent::Collected { .. } | PluginEvent::CollectionFinished { .. } => None,
         }
     }
@@ -762,6 +819,60 @@ mod tests {
     }
 
     #[test]
+    fn persistent_runner_serves_what_discovery_collects() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = batch(dir.path());
+        let inv = adapter().persistent_runner(&ctx).expect("pytest has one");
+        let expected: Vec<String> = [
+            "python3",
+            "-m",
+            "pytest",
+            "-p",
+            "shoal_pytest_plugin",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "--shoal-serve",
+            "-x",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(inv.spec.argv, expected);
+        assert_eq!(inv.spec.cwd, ctx.suite.root);
+        assert!(inv.spec.progress_pipe && inv.spec.stdin_pipe);
+        assert_eq!(inv.spec.output_cap, 4096);
+        assert!(inv.tests.is_empty() && inv.junit.is_none());
+        assert_eq!(
+            inv.spec.env["PYTHONPATH"],
+            format!("{}:/user/lib", dir.path().join("support/pytest").display())
+        );
+        assert_eq!(inv.spec.env["SHOAL_SLOT"], "2");
+    }
+
+    #[test]
+    fn batch_request_is_one_json_line_of_ids_in_order() {
+        let mut moved = test("tests/sub/test_m.py::test_m");
+        moved.runner = Some("sub/test_m.py::test_m".into());
+        let tests = [
+            test("t.py::test_b[a\nb \"q\"]"),
+            moved,
+            test("t.py::test_a[$(x)]"),
+        ];
+        let line = adapter().batch_request(&tests);
+        assert!(!line.contains('\n'), "{line}");
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::json!({"run": [
+                "t.py::test_b[a\nb \"q\"]",
+                "tests/sub/test_m.py::test_m",
+                "t.py::test_a[$(x)]",
+            ]})
+        );
+        assert_eq!(adapter().batch_request(&[]), r#"{"run":[]}"#);
+    }
+
+    #[test]
     fn install_plugin_is_idempotent_and_repairs() {
         let dir = tempfile::tempdir().unwrap();
         let first = PytestAdapter::install_plugin(dir.path()).unwrap();
@@ -798,6 +909,18 @@ mod tests {
             None
         );
         assert_eq!(a.parse_progress("not json"), None);
+        assert_eq!(
+            a.parse_progress(r#"{"event": "batch_done", "v": 1}"#),
+            Some(Progress::BatchDone)
+        );
+        assert_eq!(
+            a.parse_progress(r#"{"event": "ready", "count": 3, "v": 1}"#),
+            None
+        );
+        assert_eq!(
+            a.parse_progress(r#"{"event": "unknown", "nodeid": "t.py::gone", "v": 1}"#),
+            None
+        );
         assert_eq!(
             a.parse_progress(
                 r#"{"event": "finish", "nodeid": "t", "outcome": "pass", "duration": -1}"#

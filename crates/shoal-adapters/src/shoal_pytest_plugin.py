@@ -36,10 +36,29 @@ that order, out of what the positional arguments collect (shoal passes the
 files the ids are in). Unlike node ids as arguments, an id pytest cannot
 parse back (``::`` inside parameters on pytest < 9) or that no longer exists
 costs only that test, not the whole batch.
+
+Serving: with ``--shoal-serve`` pytest collects once and, instead of running
+what it collected, runs batches it is asked for on stdin, one JSON line each:
+``{"run": [NODEID, ...]}`` runs those items in that order (the last one with
+no next item, so every fixture is torn down at the end of a batch). Messages:
+
+* ``{"event": "ready", "count"}`` once collection is over, before the first
+  request is read;
+* the usual ``start`` and ``finish`` for each test;
+* ``{"event": "unknown", "nodeid"}`` for an id that was not collected (it is
+  skipped);
+* ``{"event": "batch_done"}`` after the last test of a request.
+
+End of input ends the session normally (exit status 0, or 1 if a test
+failed). A collection error, an unreadable request, or ``-x``/``--maxfail``
+being reached stops the process before or instead of ``batch_done``. The
+request stream is moved off fd 0 before pytest starts capturing, so tests and
+the processes they start never read it.
 """
 
 import json
 import os
+import sys
 
 import pytest
 
@@ -52,6 +71,8 @@ OUTPUT_LIMIT = 128 * 1024
 
 _stream = None
 _states = {}
+# Serve mode: the request stream (shoal's stdin), once moved off fd 0.
+_requests = None
 
 
 def _open_channel():
@@ -148,6 +169,90 @@ def pytest_addoption(parser):
         metavar="NODEID",
         help="run only these node ids, in this order (used by shoal)",
     )
+    group.addoption(
+        "--shoal-serve",
+        action="store_true",
+        dest="shoal_serve",
+        default=False,
+        help="collect once, then run the batches requested on stdin (used by shoal)",
+    )
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_load_initial_conftests(early_config, parser, args):
+    # Outside pytest's capture wrapper: fd 0 is still shoal's pipe here.
+    global _requests
+    if getattr(early_config.known_args_namespace, "shoal_serve", False) and _requests is None:
+        _requests = _take_stdin()
+    yield
+
+
+def _take_stdin():
+    """Moves stdin to a private descriptor and puts /dev/null at fd 0."""
+    private = os.dup(0)  # not inheritable
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    try:
+        os.dup2(devnull, 0)
+    finally:
+        os.close(devnull)
+    return os.fdopen(private, "r", encoding="utf-8", errors="replace")
+
+
+def _serve_error(text):
+    sys.stderr.write("shoal pytest plugin: {}\n".format(text))
+    sys.stderr.flush()
+    pytest.exit("shoal: " + text, returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+def _read_request(stream):
+    """The node ids of the next request, or None at end of input."""
+    while True:
+        line = stream.readline()
+        if not line:
+            return None
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+            ids = request["run"]
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                raise ValueError("run is not a list of node ids")
+        except (ValueError, KeyError, TypeError) as error:
+            _serve_error("unreadable request {!r}: {}".format(line.strip()[:200], error))
+        return ids
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session):
+    if not session.config.getoption("shoal_serve") or session.config.option.collectonly:
+        return None
+    if session.testsfailed and not session.config.option.continue_on_collection_errors:
+        _serve_error("cannot serve: {} error(s) during collection".format(session.testsfailed))
+    if _requests is None:
+        _serve_error("cannot serve: the request stream was not taken over (plugin loaded too late?)")
+    by_id = {}
+    for item in session.items:
+        by_id.setdefault(item.nodeid, item)
+    _emit({"event": "ready", "count": len(session.items)})
+    while True:
+        ids = _read_request(_requests)
+        if ids is None:
+            return True
+        batch = []
+        for nodeid in dict.fromkeys(ids):
+            item = by_id.get(nodeid)
+            if item is None:
+                _emit({"event": "unknown", "nodeid": nodeid})
+            else:
+                batch.append(item)
+        for i, item in enumerate(batch):
+            nextitem = batch[i + 1] if i + 1 < len(batch) else None
+            item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            if session.shouldfail:
+                raise session.Failed(session.shouldfail)
+            if session.shouldstop:
+                raise session.Interrupted(session.shouldstop)
+        _emit({"event": "batch_done"})
 
 
 @pytest.hookimpl(trylast=True)

@@ -21,6 +21,21 @@ pub trait RunningProcess: Send {
     /// Cancel safe.
     async fn next_progress(&mut self) -> Option<String>;
 
+    /// Writes `line` and a newline to the child's stdin and flushes. Fails
+    /// with `NotConnected` without a stdin pipe (or after [`close_stdin`]),
+    /// `BrokenPipe` once the child has closed its end, and `InvalidInput` if
+    /// `line` contains a newline. Not cancel safe: a cancelled call may leave
+    /// a partial line behind.
+    ///
+    /// [`close_stdin`]: RunningProcess::close_stdin
+    async fn send_line(&mut self, line: &str) -> std::io::Result<()>;
+
+    /// Closes the child's stdin, so that it reads end of input. Idempotent;
+    /// [`wait`] does it too.
+    ///
+    /// [`wait`]: RunningProcess::wait
+    fn close_stdin(&mut self);
+
     /// A handle that stops this process, usable while [`wait`] owns it.
     ///
     /// [`wait`]: RunningProcess::wait
@@ -36,9 +51,9 @@ pub trait RunningProcess: Send {
         self.terminator().kill();
     }
 
-    /// Waits for the process to exit, kills whatever is left of its group,
-    /// and collects its output (abandoning pipes still held open by a process
-    /// that left the group after a short drain timeout).
+    /// Closes stdin, waits for the process to exit, kills whatever is left
+    /// of its group, and collects its output (abandoning pipes still held
+    /// open by a process that left the group after a short drain timeout).
     async fn wait(self: Box<Self>) -> Result<ProcessExit, ExecError>;
 
     /// The child's pid, until it has been reaped.

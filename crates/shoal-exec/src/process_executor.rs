@@ -29,10 +29,11 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdin, Command};
 
 /// Environment variable telling the child where its progress pipe is.
 const PROGRESS_ENV: &str = "SHOAL_PROGRESS_FD";
@@ -62,6 +63,8 @@ struct LocalProcess {
     /// Taken by `wait`.
     capture: Option<Capture>,
     progress: Option<ProgressLines<pipe::Receiver>>,
+    /// `None` without a stdin pipe or once closed.
+    stdin: Option<ChildStdin>,
     started: Instant,
 }
 
@@ -82,7 +85,11 @@ impl LocalProcess {
         cmd.args(args)
             .current_dir(&spec.cwd)
             .envs(&spec.env)
-            .stdin(Stdio::null())
+            .stdin(if spec.stdin_pipe {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
@@ -122,6 +129,7 @@ impl LocalProcess {
                 child.stderr.take(),
                 spec.output_cap,
             )),
+            stdin: child.stdin.take(),
             exit_fd: open_pidfd(pid),
             child,
             program: program.clone(),
@@ -190,11 +198,34 @@ impl RunningProcess for LocalProcess {
         self.progress.as_mut()?.next_line().await
     }
 
+    async fn send_line(&mut self, line: &str) -> io::Result<()> {
+        if line.contains('\n') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a stdin line cannot contain a newline",
+            ));
+        }
+        let stdin = self.stdin.as_mut().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotConnected, "the child has no stdin pipe")
+        })?;
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+        stdin.write_all(&bytes).await?;
+        stdin.flush().await
+    }
+
+    fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
     fn terminator(&self) -> Terminator {
         Terminator::new(Arc::clone(&self.group) as Arc<dyn Terminate>)
     }
 
     async fn wait(mut self: Box<Self>) -> Result<ProcessExit, ExecError> {
+        // A child reading its stdin to the end would otherwise never exit.
+        self.close_stdin();
         self.exited().await;
         // The child is a zombie at worst, so the group id is still ours.
         let terminated = self.group.kill_leftovers_and_seal();

@@ -19,6 +19,11 @@ pub struct ProcessSpec {
     pub env: BTreeMap<String, String>,
     /// Give the child a pipe at fd 3 for line-oriented progress messages.
     pub progress_pipe: bool,
+    /// Give the child a pipe as its stdin, fed by [`RunningProcess::send_line`]
+    /// (otherwise stdin is `/dev/null`).
+    ///
+    /// [`RunningProcess::send_line`]: crate::RunningProcess::send_line
+    pub stdin_pipe: bool,
     /// Bytes of combined stdout+stderr kept (head and tail halves).
     pub output_cap: u64,
 }

@@ -1,13 +1,14 @@
 //! pytest adapter against the real `fixtures/pytest-project`, compared with
 //! what pytest itself reports. Also home of [`execute`], a minimal stand-in
-//! for the process executor (fd 3 progress pipe included).
+//! for the process executor (fd 3 progress pipe included). The persistent
+//! runner's tests use the real [`ProcessExecutor`] (they need its stdin pipe).
 
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use shoal_adapters::pytest::PytestAdapter;
 use shoal_adapters::{Adapter, AdapterError, BatchCtx, DiscoverCtx, Invocation, Progress};
 use shoal_core::config::{AdapterConfig, SuiteConfig};
 use shoal_core::{CapturedOutput, Outcome, TestCase, TestResult};
-use shoal_exec::{ExitStatus, PROGRESS_FD, ProcessExit};
+use shoal_exec::{Executor, ExitStatus, PROGRESS_FD, ProcessExecutor, ProcessExit, RunningProcess};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -469,7 +470,7 @@ fn running_everything_agrees_with_pytest_junit() {
         .iter()
         .filter_map(|p| match p {
             Progress::Finished { name, outcome, .. } => Some((name.as_str(), *outcome)),
-            Progress::Started { .. } => None,
+            _ => None,
         })
         .collect();
     let started = progress
@@ -533,7 +534,7 @@ fn a_runner_crash_is_pinned_on_the_running_test() {
     let progress = parse_all(&adapter, &run.lines);
     let last_started = progress.iter().rev().find_map(|p| match p {
         Progress::Started { name } => Some(name.as_str()),
-        Progress::Finished { .. } => None,
+        _ => None,
     });
     assert_eq!(last_started, Some("tests/test_chaos.py::test_chaos_exit"));
     assert!(!progress.iter().any(
@@ -792,4 +793,382 @@ fn discovery_failures_are_reported() {
         discover(&missing, &discover_ctx(&empty, &dir.path().join("support"))),
         Err(AdapterError::Spawn { .. })
     ));
+}
+
+/// Discovers the fixture project from within a runtime.
+async fn discover_async(adapter: &PytestAdapter, support: &Path) -> Vec<TestCase> {
+    adapter
+        .discover(&discover_ctx(&project(), support))
+        .await
+        .expect("discovery succeeds")
+}
+
+/// Whether `pid` runs (exists and is not a zombie).
+fn is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
+/// The progress lines a persistent runner writes for one batch.
+struct Served {
+    /// Parsed messages, `BatchDone` excluded.
+    progress: Vec<Progress>,
+    /// Every line, parsed or not.
+    lines: Vec<String>,
+    /// Whether the batch ended with `BatchDone` (rather than end of input).
+    done: bool,
+}
+
+/// Asks `runner` to run `tests` and reads its progress until `BatchDone` or
+/// the end of the pipe.
+async fn serve(
+    adapter: &PytestAdapter,
+    runner: &mut Box<dyn RunningProcess>,
+    tests: &[TestCase],
+) -> Served {
+    runner
+        .send_line(&adapter.batch_request(tests))
+        .await
+        .expect("send a batch request");
+    let mut served = Served {
+        progress: Vec::new(),
+        lines: Vec::new(),
+        done: false,
+    };
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), runner.next_progress())
+            .await
+            .expect("progress within 60 s");
+        let Some(line) = line else { break };
+        let parsed = adapter.parse_progress(&line);
+        served.lines.push(line);
+        match parsed {
+            Some(Progress::BatchDone) => {
+                served.done = true;
+                break;
+            }
+            Some(p) => served.progress.push(p),
+            None => {}
+        }
+    }
+    served
+}
+
+fn started(progress: &[Progress]) -> Vec<&str> {
+    progress
+        .iter()
+        .filter_map(|p| match p {
+            Progress::Started { name } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn finished(progress: &[Progress]) -> Vec<(&str, Outcome)> {
+    progress
+        .iter()
+        .filter_map(|p| match p {
+            Progress::Finished { name, outcome, .. } => Some((name.as_str(), *outcome)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn names(tests: &[TestCase]) -> Vec<&str> {
+    tests.iter().map(|t| t.id.name.as_str()).collect()
+}
+
+/// Outcomes of `tests` from a plain batch (pytest's JUnit report), in order.
+async fn plain_batch_outcomes(
+    adapter: &PytestAdapter,
+    tests: &[TestCase],
+    ctx: &BatchCtx,
+) -> Vec<(String, Outcome)> {
+    let [inv] = &adapter.plan(tests, ctx)[..] else {
+        panic!("one invocation")
+    };
+    let mut process = ProcessExecutor.spawn(&inv.spec).await.expect("spawn");
+    let mut lines = Vec::new();
+    while let Some(line) = process.next_progress().await {
+        lines.push(line);
+    }
+    let exit = process.wait().await.expect("wait");
+    let progress = parse_all(adapter, &lines);
+    let mut results: Vec<_> = adapter
+        .collect(inv, &exit, &progress)
+        .into_iter()
+        .map(|r| (r.id.name, r.outcome))
+        .collect();
+    let order = names(tests);
+    results.sort_by_key(|(name, _)| order.iter().position(|n| n == name));
+    results
+}
+
+#[tokio::test]
+async fn a_persistent_runner_runs_batch_after_batch_in_one_process() {
+    require_pytest();
+    let _ = std::fs::remove_file("/tmp/shoal-pwned");
+    let dir = tempfile::tempdir().unwrap();
+    let adapter = PytestAdapter::new(python(), Vec::new());
+    let tests = discover_async(&adapter, &dir.path().join("support")).await;
+    let ctx = batch_ctx(&project(), dir.path(), &[("SHOAL_FIXTURE_CHAOS", "0")]);
+    let inv = adapter
+        .persistent_runner(&ctx)
+        .expect("pytest has a persistent runner");
+    let mut runner = ProcessExecutor.spawn(&inv.spec).await.expect("spawn");
+    let pid = runner.pid().expect("running");
+
+    let first = by_name(
+        &tests,
+        &[
+            "tests/test_outcomes.py::test_xfail",
+            "tests/test_classes.py::TestThing::TestInner::test_inner",
+            "tests/test_outcomes.py::test_pass",
+        ],
+    );
+    let second = by_name(
+        &tests,
+        &[
+            "tests/test_params.py::test_weird_id[a::b]",
+            "tests/test_outcomes.py::test_fail_assert",
+            "tests/test_params.py::test_weird_id[$(touch /tmp/shoal-pwned)]",
+            "tests/test_outcomes.py::test_error_in_fixture_teardown",
+        ],
+    );
+    let mut served = Vec::new();
+    for batch in [&first, &second] {
+        let run = serve(&adapter, &mut runner, batch).await;
+        assert!(run.done, "no batch_done; progress: {:?}", run.lines);
+        assert_eq!(runner.pid(), Some(pid), "one process serves every batch");
+        assert!(is_alive(pid), "the runner stays up between batches");
+        assert_eq!(
+            started(&run.progress),
+            names(batch),
+            "run in the order sent"
+        );
+        served.push(run);
+    }
+    let ready: serde_json::Value = serde_json::from_str(&served[0].lines[0]).expect("a json line");
+    assert_eq!(ready["event"], "ready");
+    assert_eq!(ready["count"], tests.len(), "it collected the whole suite");
+
+    // Each test finished once, with pytest's own verdict.
+    let mut both = first.clone();
+    both.extend(second.iter().cloned());
+    let reference = plain_batch_outcomes(&adapter, &both, &ctx).await;
+    let got: Vec<(String, Outcome)> = served
+        .iter()
+        .flat_map(|run| finished(&run.progress))
+        .map(|(name, outcome)| (name.to_owned(), outcome))
+        .collect();
+    assert_eq!(got, reference);
+    assert_eq!(
+        got.iter().map(|(_, o)| *o).collect::<Vec<_>>(),
+        [
+            Outcome::Skip,
+            Outcome::Pass,
+            Outcome::Pass,
+            Outcome::Pass,
+            Outcome::Fail,
+            Outcome::Pass,
+            Outcome::Fail,
+        ]
+    );
+    assert!(
+        !Path::new("/tmp/shoal-pwned").exists(),
+        "a test id reached a shell"
+    );
+    // The failure comes with its traceback and the test's captured output.
+    let failure = served[1]
+        .progress
+        .iter()
+        .find_map(|p| match p {
+            Progress::Finished {
+                name,
+                message,
+                output,
+                ..
+            } if name.ends_with("::test_fail_assert") => Some((message, output)),
+            _ => None,
+        })
+        .expect("test_fail_assert finished");
+    assert!(
+        failure
+            .0
+            .as_deref()
+            .is_some_and(|m| m.contains("assert [1, 2, 3] == [1, 2, 4]")),
+        "{:?}",
+        failure.0
+    );
+    let output = &failure.1.as_ref().expect("failure output").text;
+    for text in [
+        "def test_fail_assert",
+        "stdout before the failure",
+        "stderr before the failure",
+    ] {
+        assert!(output.contains(text), "{text:?} missing from:\n{output}");
+    }
+
+    // A test runs again when asked again; an id it never collected is
+    // skipped without costing the rest of the batch.
+    let mut again = by_name(
+        &tests,
+        &[
+            "tests/test_outcomes.py::test_fail_assert",
+            "tests/test_outcomes.py::test_pass",
+        ],
+    );
+    let mut gone = again[1].clone();
+    gone.id.name = "tests/test_outcomes.py::test_renamed_since_discovery".into();
+    again.insert(1, gone);
+    let run = serve(&adapter, &mut runner, &again).await;
+    assert!(run.done, "{:?}", run.lines);
+    assert_eq!(
+        finished(&run.progress),
+        [
+            ("tests/test_outcomes.py::test_fail_assert", Outcome::Fail),
+            ("tests/test_outcomes.py::test_pass", Outcome::Pass),
+        ]
+    );
+    assert!(
+        run.lines
+            .iter()
+            .any(|l| l.contains("\"unknown\"") && l.contains("test_renamed_since_discovery")),
+        "{:?}",
+        run.lines
+    );
+
+    // End of input ends the session, failed tests making it exit 1.
+    runner.close_stdin();
+    let exit = tokio::time::timeout(Duration::from_secs(10), runner.wait())
+        .await
+        .expect("the runner exits promptly at end of input")
+        .expect("wait");
+    assert_eq!(exit.status, ExitStatus::Code(1), "{}", exit.output.text);
+    assert!(!exit.terminated);
+}
+
+#[tokio::test]
+async fn a_persistent_runner_that_dies_ends_its_progress_mid_batch() {
+    require_pytest();
+    let dir = tempfile::tempdir().unwrap();
+    let adapter = PytestAdapter::new(python(), Vec::new());
+    let tests = discover_async(&adapter, &dir.path().join("support")).await;
+    let ctx = batch_ctx(&project(), dir.path(), &[("SHOAL_FIXTURE_CHAOS", "1")]);
+    let inv = adapter
+        .persistent_runner(&ctx)
+        .expect("a persistent runner");
+    let mut runner = ProcessExecutor.spawn(&inv.spec).await.expect("spawn");
+
+    let warm_up = by_name(&tests, &["tests/test_outcomes.py::test_pass"]);
+    assert!(serve(&adapter, &mut runner, &warm_up).await.done);
+    let batch = by_name(
+        &tests,
+        &[
+            "tests/test_outcomes.py::test_skip_marker",
+            "tests/test_chaos.py::test_chaos_exit",
+            "tests/test_params.py::test_numbers[1]",
+        ],
+    );
+    let run = serve(&adapter, &mut runner, &batch).await;
+    assert!(!run.done, "the batch cannot complete: {:?}", run.lines);
+    assert_eq!(
+        started(&run.progress),
+        [
+            "tests/test_outcomes.py::test_skip_marker",
+            "tests/test_chaos.py::test_chaos_exit",
+        ],
+        "nothing starts after the crash"
+    );
+    assert_eq!(
+        finished(&run.progress),
+        [("tests/test_outcomes.py::test_skip_marker", Outcome::Skip)]
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(10), runner.wait())
+        .await
+        .expect("exited")
+        .expect("wait");
+    assert_eq!(exit.status, ExitStatus::Code(1), "os._exit(1)");
+}
+
+#[tokio::test]
+async fn a_persistent_runner_exits_with_a_message_when_collection_fails() {
+    require_pytest();
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    std::fs::write(broken.join("test_ok.py"), "def test_ok():\n    pass\n").unwrap();
+    std::fs::write(broken.join("test_syntax.py"), "def test_x(:\n    pass\n").unwrap();
+    let adapter = PytestAdapter::new(python(), Vec::new());
+    let inv = adapter
+        .persistent_runner(&batch_ctx(&broken, dir.path(), &[]))
+        .expect("a persistent runner");
+    let mut runner = ProcessExecutor.spawn(&inv.spec).await.expect("spawn");
+    let mut lines = Vec::new();
+    while let Some(line) = runner.next_progress().await {
+        lines.push(line);
+    }
+    assert!(
+        !lines.iter().any(|l| l.contains("\"ready\"")),
+        "it never serves: {lines:?}"
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(30), runner.wait())
+        .await
+        .expect("exited")
+        .expect("wait");
+    assert!(!exit.status.success());
+    assert!(
+        exit.output
+            .text
+            .contains("cannot serve: 1 error(s) during collection"),
+        "{}",
+        exit.output.text
+    );
+}
+
+/// Not a check: prints what a persistent runner saves on small batches.
+#[tokio::test]
+async fn persistent_runner_versus_a_process_per_batch() {
+    require_pytest();
+    const BATCHES: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let adapter = PytestAdapter::new(python(), Vec::new());
+    let tests = discover_async(&adapter, &dir.path().join("support")).await;
+    let quick: Vec<TestCase> = tests
+        .iter()
+        .filter(|t| t.id.name.contains("::test_weird_id["))
+        .take(BATCHES)
+        .cloned()
+        .collect();
+    assert_eq!(quick.len(), BATCHES);
+    let ctx = batch_ctx(&project(), dir.path(), &[("SHOAL_FIXTURE_CHAOS", "0")]);
+
+    let start = Instant::now();
+    let inv = adapter
+        .persistent_runner(&ctx)
+        .expect("a persistent runner");
+    let mut runner = ProcessExecutor.spawn(&inv.spec).await.expect("spawn");
+    for test in &quick {
+        let run = serve(&adapter, &mut runner, std::slice::from_ref(test)).await;
+        assert!(run.done && finished(&run.progress).len() == 1);
+    }
+    runner.close_stdin();
+    assert!(runner.wait().await.expect("wait").status.success());
+    let persistent = start.elapsed();
+
+    let start = Instant::now();
+    for test in &quick {
+        let outcomes = plain_batch_outcomes(&adapter, std::slice::from_ref(test), &ctx).await;
+        assert_eq!(outcomes.len(), 1);
+    }
+    let plain = start.elapsed();
+    println!(
+        "{BATCHES} single-test batches: persistent runner {:.2?} (start-up included), \
+         a process per batch {:.2?} ({:.1}x)",
+        persistent,
+        plain,
+        plain.as_secs_f64() / persistent.as_secs_f64()
+    );
 }

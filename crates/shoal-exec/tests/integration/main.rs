@@ -3,6 +3,7 @@
 mod output;
 mod progress;
 mod spawn;
+mod stdin;
 mod termination;
 
 use nix::errno::Errno;
@@ -19,6 +20,7 @@ fn spec(argv: &[&str]) -> ProcessSpec {
         cwd: std::env::temp_dir(),
         env: BTreeMap::new(),
         progress_pipe: false,
+        stdin_pipe: false,
         output_cap: 1 << 20,
     }
 }
