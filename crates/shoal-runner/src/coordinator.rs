@@ -36,6 +36,8 @@ pub(crate) enum ToCoord {
         lease: LeaseId,
         token: u64,
     },
+    /// Something the user should know (e.g. a fallback a slot took).
+    Notice(String),
     SlotFailed {
         slot: u32,
         error: String,
@@ -60,6 +62,8 @@ pub(crate) struct Coordinator<'a> {
     pub leases: HashMap<LeaseId, Lease>,
     pub parked: Vec<(u32, oneshot::Sender<Option<Lease>>)>,
     pub outcome: CoordOutcome,
+    /// Whether the broken-build notice was given (or is moot: no test may
+    /// be retried, so there are no retries to stop).
     pub broken_noticed: bool,
     pub emit_errors: Vec<String>,
 }
@@ -158,6 +162,12 @@ impl Coordinator<'_> {
                         self.finish_attempt(&item, slot, decision, &result, t, t);
                     }
                     self.leases.remove(&lease);
+                }
+                ToCoord::Notice(message) => {
+                    self.emit(Event::Notice(Notice {
+                        level: NoticeLevel::Warn,
+                        message,
+                    }));
                 }
                 ToCoord::SlotFailed { slot, error } => {
                     self.outcome

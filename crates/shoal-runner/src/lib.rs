@@ -271,6 +271,7 @@ pub async fn run(
         shoal_sched::fill_estimates(&mut tests, &known, cfg.default_duration);
         planned.extend(tests);
     }
+    let retries_enabled = planned.iter().any(|p| p.retries > 0);
     let estimated_work: f64 = planned
         .iter()
         .map(|p| p.estimate.as_secs_f64())
@@ -389,7 +390,7 @@ pub async fn run(
         leases: HashMap::new(),
         parked: Vec::new(),
         outcome: CoordOutcome::default(),
-        broken_noticed: false,
+        broken_noticed: !retries_enabled,
         emit_errors: Vec::new(),
     };
     coord.run(rx).await;

@@ -11,6 +11,7 @@ use shoal_adapters::{BatchCtx, Invocation, Progress};
 use shoal_core::config::CommandLine;
 use shoal_core::{CapturedOutput, Outcome, TestCase, TestResult, now_epoch};
 use shoal_exec::{Executor, ExitStatus, ProcessExit};
+use shoal_exec::{RunningProcess, Terminator};
 use shoal_sched::Lease;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -78,6 +79,7 @@ impl SlotCtx {
             }
         }
         let mut seq = 0u64;
+        let mut runners: HashMap<String, Persistent> = HashMap::new();
         loop {
             let (reply, rx) = oneshot::channel();
             if self
@@ -90,17 +92,22 @@ impl SlotCtx {
             {
                 return;
             }
-            let Ok(Some(lease)) = rx.await else { return };
+            let Ok(Some(lease)) = rx.await else { break };
             seq += 1;
-            self.run_lease(&lease, seq).await;
+            self.run_lease(&lease, seq, &mut runners).await;
             let _ = self.tx.send(ToCoord::Done {
                 lease: lease.id,
                 token: lease.token,
             });
         }
+        for (_, runner) in runners.drain() {
+            if let Persistent::Live { proc, .. } = runner {
+                shut_down(proc, self.kill_grace).await;
+            }
+        }
     }
 
-    async fn run_lease(&self, lease: &Lease, seq: u64) {
+    async fn run_lease(&self, lease: &Lease, seq: u64, runners: &mut HashMap<String, Persistent>) {
         let Some(first) = lease.items.first() else {
             return;
         };
@@ -124,11 +131,58 @@ impl SlotCtx {
             suite,
             ctx,
         };
+        let name = &suite.config.name;
+        let state = runners.entry(name.clone()).or_insert(Persistent::Idle);
+        if !matches!(state, Persistent::Unavailable) {
+            if let Some(inv) = suite.adapter.persistent_runner(&runner.ctx) {
+                match runner.run_persistent(inv, &cases, state).await {
+                    Ok(()) => return,
+                    Err(reason) => {
+                        *state = Persistent::Unavailable;
+                        let _ = self.tx.send(ToCoord::Notice(format!(
+                            "slot {}: the {} runner of suite `{name}` could not serve batches ({reason}); running one process per batch instead",
+                            self.slot,
+                            suite.adapter.name()
+                        )));
+                    }
+                }
+            }
+        }
         for inv in suite.adapter.plan(&cases, &runner.ctx) {
             if self.cancel.is_cancelled() {
                 break;
             }
             runner.run_invocation(inv, true).await;
+        }
+    }
+}
+
+/// A suite's long-lived runner on one slot.
+pub(crate) enum Persistent {
+    /// None running: start one for the next batch.
+    Idle,
+    Live {
+        proc: Box<dyn RunningProcess>,
+        terminator: Terminator,
+        /// Batches it has completed.
+        batches: u32,
+    },
+    /// It could not serve: this slot runs the suite one process per batch.
+    Unavailable,
+}
+
+/// Closes a persistent runner's stdin (its signal to exit) and waits for it,
+/// killing it if it does not go within `grace`.
+async fn shut_down(mut proc: Box<dyn RunningProcess>, grace: Duration) {
+    let terminator = proc.terminator();
+    proc.close_stdin();
+    let wait = proc.wait();
+    tokio::pin!(wait);
+    tokio::select! {
+        _ = &mut wait => {}
+        _ = tokio::time::sleep(grace) => {
+            terminator.kill();
+            let _ = wait.await;
         }
     }
 }
@@ -147,6 +201,26 @@ enum Stopped {
     /// progress for that long between tests (`None`).
     Timeout(Option<String>),
     Cancelled,
+}
+
+/// What following a process's progress pipe learned.
+#[derive(Debug, Default)]
+struct Follow {
+    progress: Vec<Progress>,
+    started_at: HashMap<String, f64>,
+    finished_at: HashMap<String, f64>,
+    /// Tests already reported from the stream.
+    streamed: HashSet<String>,
+    stopped: Option<Stopped>,
+    /// A persistent runner said it finished the batch.
+    batch_done: bool,
+}
+
+impl Follow {
+    /// Started and never finished: what was running when the process died.
+    fn died_running(&self, name: &str) -> bool {
+        self.started_at.contains_key(name) && !self.finished_at.contains_key(name)
+    }
 }
 
 impl LeaseRunner<'_> {
@@ -181,244 +255,174 @@ impl LeaseRunner<'_> {
         }
     }
 
-    fn synth(
+    fn report_synth(
         &self,
         case: &TestCase,
         outcome: Outcome,
         message: String,
         output: &CapturedOutput,
-        duration: Duration,
-    ) -> TestResult {
-        TestResult {
+        start: f64,
+        end: f64,
+    ) {
+        let result = TestResult {
             id: case.id.clone(),
             outcome,
-            duration,
+            duration: Duration::from_secs_f64((end - start).max(0.0)),
             message: Some(message),
             output: output.clone(),
-        }
+        };
+        self.report(case, result, start, end);
     }
 
-    /// Runs one process of the batch and reports what it can attribute.
-    /// `may_split`: when a multi-test process without per-test progress dies
-    /// or times out, rerun its tests one per process to attribute the cause.
-    async fn run_invocation(&self, inv: Invocation, may_split: bool) {
+    /// Follows the progress pipe until it closes (or, for a persistent
+    /// runner, until it finishes the batch), enforcing the per-test timeout
+    /// and reporting each test the moment it finishes.
+    async fn follow(
+        &self,
+        proc: &mut Box<dyn RunningProcess>,
+        terminator: &Terminator,
+        tests: &[TestCase],
+        f: &mut Follow,
+    ) {
         let adapter = &self.suite.adapter;
         let timeout = self.suite.config.timeout;
-        let grace = self.slot.kill_grace;
-        let cancel = &self.slot.cancel;
-        let inv_start = now_epoch();
-        let mut proc = match self.slot.executor.spawn(&inv.spec).await {
-            Ok(p) => p,
-            Err(e) => {
-                let out = CapturedOutput::default();
-                for case in &inv.tests {
-                    let r = self.synth(
-                        case,
-                        Outcome::Crash,
-                        format!("could not start the test runner: {e}"),
-                        &out,
-                        Duration::ZERO,
-                    );
-                    self.report(case, r, inv_start, now_epoch());
-                }
-                return;
-            }
-        };
-        let terminator = proc.terminator();
-        let progress_mode = adapter.reports_progress() && inv.spec.progress_pipe;
-        if !progress_mode {
-            for case in &inv.tests {
-                self.started(case, inv_start);
-            }
-        }
-
-        // Phase 1: follow per-test progress, with a per-test deadline.
-        let mut progress: Vec<Progress> = Vec::new();
-        let mut started_at: HashMap<String, f64> = HashMap::new();
-        let mut finished_at: HashMap<String, f64> = HashMap::new();
         let mut current: Option<(String, Instant)> = None;
         let mut idle_since = Instant::now();
-        let mut stopped: Option<Stopped> = None;
-        let mut streamed: HashSet<String> = HashSet::new();
-        let mut eof = !progress_mode;
-        while !eof {
-            let deadline = match (&stopped, &current) {
+        loop {
+            let deadline = match (&f.stopped, &current) {
                 (Some(_), _) => Instant::now() + Duration::from_secs(3600),
                 (None, Some((_, t0))) => *t0 + timeout,
                 (None, None) => idle_since + timeout,
             };
             tokio::select! {
-                line = proc.next_progress() => match line {
-                    None => eof = true,
-                    Some(line) => {
-                        let Some(p) = adapter.parse_progress(&line) else { continue };
-                        let now = now_epoch();
-                        match &p {
-                            Progress::Started { name } => {
-                                current = Some((name.clone(), Instant::now()));
-                                started_at.insert(name.clone(), now);
-                                if let Some(case) = inv.tests.iter().find(|c| c.id.name == *name) {
-                                    self.started(case, now);
-                                }
+                line = proc.next_progress() => {
+                    let Some(line) = line else { return };
+                    let Some(p) = adapter.parse_progress(&line) else { continue };
+                    let now = now_epoch();
+                    match &p {
+                        Progress::Started { name } => {
+                            current = Some((name.clone(), Instant::now()));
+                            f.started_at.insert(name.clone(), now);
+                            if let Some(case) = tests.iter().find(|c| c.id.name == *name) {
+                                self.started(case, now);
                             }
-                            Progress::Finished { name, outcome, duration, message, output } => {
-                                current = None;
-                                idle_since = Instant::now();
-                                finished_at.insert(name.clone(), now);
-                                // Report at once: failures show as they
-                                // happen and the run's counts stay live. The
-                                // tool's own report is read after exit for
-                                // whatever the stream missed.
-                                if let Some(case) = inv.tests.iter().find(|c| c.id.name == *name) {
-                                    if streamed.insert(name.clone()) {
-                                        let result = TestResult {
-                                            id: case.id.clone(),
-                                            outcome: *outcome,
-                                            duration: *duration,
-                                            message: message.clone(),
-                                            output: output
-                                                .as_ref()
-                                                .map(|o| recap_output(o, self.slot.output_cap))
-                                                .unwrap_or_default(),
-                                        };
-                                        let start = started_at.get(name).copied().unwrap_or(now);
-                                        self.report(case, result, start, now);
-                                    }
+                        }
+                        Progress::Finished { name, outcome, duration, message, output } => {
+                            current = None;
+                            idle_since = Instant::now();
+                            f.finished_at.insert(name.clone(), now);
+                            // Report at once: failures show as they happen
+                            // and the run's counts stay live.
+                            if let Some(case) = tests.iter().find(|c| c.id.name == *name) {
+                                if f.streamed.insert(name.clone()) {
+                                    let result = TestResult {
+                                        id: case.id.clone(),
+                                        outcome: *outcome,
+                                        duration: *duration,
+                                        message: message.clone(),
+                                        output: output
+                                            .as_ref()
+                                            .map(|o| recap_output(o, self.slot.output_cap))
+                                            .unwrap_or_default(),
+                                    };
+                                    let start = f.started_at.get(name).copied().unwrap_or(now);
+                                    self.report(case, result, start, now);
                                 }
                             }
                         }
-                        progress.push(p);
+                        Progress::BatchDone => {
+                            if f.stopped.is_none() {
+                                f.batch_done = true;
+                                return;
+                            }
+                        }
                     }
-                },
+                    f.progress.push(p);
+                }
                 _ = sleep_until(deadline) => {
-                    stopped = Some(Stopped::Timeout(current.as_ref().map(|c| c.0.clone())));
-                    terminator.terminate(grace);
+                    f.stopped = Some(Stopped::Timeout(current.as_ref().map(|c| c.0.clone())));
+                    terminator.terminate(self.slot.kill_grace);
                 }
-                _ = cancel.cancelled(), if stopped.is_none() => {
-                    stopped = Some(Stopped::Cancelled);
+                _ = self.slot.cancel.cancelled(), if f.stopped.is_none() => {
+                    f.stopped = Some(Stopped::Cancelled);
                     terminator.terminate(CANCEL_GRACE);
                 }
             }
         }
+    }
 
-        // Phase 2: wait for exit; without progress, the whole process gets
-        // `timeout` per test.
-        let overall = Instant::now() + timeout.saturating_mul(inv.tests.len().max(1) as u32);
-        let wait = proc.wait();
-        tokio::pin!(wait);
-        let exit = loop {
-            tokio::select! {
-                exit = &mut wait => break exit,
-                _ = sleep_until(overall), if stopped.is_none() && !progress_mode => {
-                    stopped = Some(Stopped::Timeout(None));
-                    terminator.terminate(grace);
-                }
-                _ = cancel.cancelled(), if stopped.is_none() => {
-                    stopped = Some(Stopped::Cancelled);
-                    terminator.terminate(CANCEL_GRACE);
-                }
-            }
-        };
-        let exit = match exit {
-            Ok(exit) => exit,
-            Err(e) => ProcessExit {
-                status: ExitStatus::Code(-1),
-                output: CapturedOutput {
-                    text: format!("shoal lost track of the process: {e}"),
-                    truncated_bytes: 0,
-                },
-                wall: Duration::ZERO,
-                terminated: true,
-            },
-        };
-        let end = now_epoch();
-
-        // Everything streamed: no need to read the tool's report.
-        let collected = if streamed.len() == inv.tests.len() {
-            Vec::new()
-        } else {
-            adapter.collect(&inv, &exit, &progress)
-        };
-        let results: HashMap<String, TestResult> = collected
-            .into_iter()
-            .map(|r| (r.id.name.clone(), r))
-            .collect();
+    /// Decides what each test of a finished process without a result gets
+    /// (see docs/design/execution.md). Returns the tests no one can be
+    /// blamed for: several tests in one process without progress.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site per kind of process, all the facts are needed"
+    )]
+    fn attribute(
+        &self,
+        tests: &[TestCase],
+        exit: &ProcessExit,
+        results: HashMap<String, TestResult>,
+        f: &Follow,
+        progress_mode: bool,
+        inv_start: f64,
+        end: f64,
+    ) -> Vec<TestCase> {
+        let timeout = self.suite.config.timeout;
         let crashed = !exit.status.success() && !matches!(exit.status, ExitStatus::Code(1))
-            || stopped.is_some();
-        let mut unattributed: Vec<TestCase> = Vec::new();
-        let mut any_died_running = false;
-        // First pass: the test that was running when the process died.
-        for case in &inv.tests {
+            || f.stopped.is_some();
+        let any_died_running = progress_mode
+            && tests.iter().any(|c| {
+                !results.contains_key(&c.id.name)
+                    && !f.streamed.contains(&c.id.name)
+                    && f.died_running(&c.id.name)
+            });
+        let mut unattributed = Vec::new();
+        for case in tests.iter().filter(|c| !f.streamed.contains(&c.id.name)) {
             let name = &case.id.name;
-            if results.contains_key(name) {
-                continue;
-            }
-            if progress_mode && started_at.contains_key(name) && !finished_at.contains_key(name) {
-                any_died_running = true;
-            }
-        }
-        for case in inv.tests.iter().filter(|c| !streamed.contains(&c.id.name)) {
-            let name = &case.id.name;
-            let start = started_at.get(name).copied().unwrap_or(inv_start);
+            let start = f.started_at.get(name).copied().unwrap_or(inv_start);
             if let Some(mut r) = results.get(name).cloned() {
-                let end_t = finished_at
+                let end_t = f
+                    .finished_at
                     .get(name)
                     .copied()
                     .unwrap_or_else(|| (start + r.duration.as_secs_f64()).min(end).max(start));
-                if r.output.text.is_empty() && inv.tests.len() == 1 {
+                if r.output.text.is_empty() && tests.len() == 1 {
                     r.output = exit.output.clone();
                 }
                 self.report(case, r, start, end_t);
                 continue;
             }
-            let elapsed = Duration::from_secs_f64((end - start).max(0.0));
-            let timed_out = match &stopped {
+            let timed_out = match &f.stopped {
                 Some(Stopped::Cancelled) => continue, // interrupted, not a result
                 // The test that was running, or the only test of a process
                 // without progress.
                 Some(Stopped::Timeout(Some(t))) => t == name,
-                Some(Stopped::Timeout(None)) => !progress_mode && inv.tests.len() == 1,
+                Some(Stopped::Timeout(None)) => !progress_mode && tests.len() == 1,
                 None => false,
             };
             if timed_out {
                 let msg = format!("timed out after {}", fmt_duration(timeout));
-                self.report(
-                    case,
-                    self.synth(case, Outcome::Timeout, msg, &exit.output, elapsed),
-                    start,
-                    end,
-                );
-                continue;
-            }
-            if progress_mode {
-                if started_at.contains_key(name) && !finished_at.contains_key(name) {
+                self.report_synth(case, Outcome::Timeout, msg, &exit.output, start, end);
+            } else if progress_mode {
+                if f.died_running(name) {
                     let msg = format!(
                         "the test runner died ({}) while this test was running",
                         exit.status
                     );
-                    self.report(
-                        case,
-                        self.synth(case, Outcome::Crash, msg, &exit.output, elapsed),
-                        start,
-                        end,
-                    );
-                } else if started_at.contains_key(name) || (!crashed && !any_died_running) {
+                    self.report_synth(case, Outcome::Crash, msg, &exit.output, start, end);
+                } else if f.started_at.contains_key(name) || (!crashed && !any_died_running) {
                     // It ran (or the runner finished normally without running
                     // it) yet no report has it.
                     let msg = format!(
                         "the test runner ({}) reported no result for this test",
                         exit.status
                     );
-                    self.report(
-                        case,
-                        self.synth(case, Outcome::Lost, msg, &exit.output, elapsed),
-                        start,
-                        end,
-                    );
+                    self.report_synth(case, Outcome::Lost, msg, &exit.output, start, end);
                 }
                 // Otherwise it never started because another test killed the
                 // runner: leave it unreported so the lease release requeues it.
-            } else if inv.tests.len() == 1 {
+            } else if tests.len() == 1 {
                 let (outcome, msg) =
                     if exit.status.success() || exit.status == ExitStatus::Code(1) && !crashed {
                         (
@@ -434,20 +438,104 @@ impl LeaseRunner<'_> {
                             format!("the test process died ({})", exit.status),
                         )
                     };
-                self.report(
-                    case,
-                    self.synth(case, outcome, msg, &exit.output, elapsed),
-                    start,
-                    end,
-                );
+                self.report_synth(case, outcome, msg, &exit.output, start, end);
             } else {
                 unattributed.push(case.clone());
             }
         }
+        if !unattributed.is_empty() && !crashed {
+            for case in unattributed.drain(..) {
+                let msg = format!(
+                    "the test runner ({}) reported no result for this test",
+                    exit.status
+                );
+                self.report_synth(&case, Outcome::Lost, msg, &exit.output, inv_start, end);
+            }
+        }
+        unattributed
+    }
+
+    /// Runs one process of the batch and reports what it can attribute.
+    /// `may_split`: when a multi-test process without per-test progress dies
+    /// or times out, rerun its tests one per process to attribute the cause.
+    async fn run_invocation(&self, inv: Invocation, may_split: bool) {
+        let adapter = &self.suite.adapter;
+        let timeout = self.suite.config.timeout;
+        let cancel = &self.slot.cancel;
+        let inv_start = now_epoch();
+        let mut proc = match self.slot.executor.spawn(&inv.spec).await {
+            Ok(p) => p,
+            Err(e) => {
+                for case in &inv.tests {
+                    let msg = format!("could not start the test runner: {e}");
+                    self.report_synth(
+                        case,
+                        Outcome::Crash,
+                        msg,
+                        &CapturedOutput::default(),
+                        inv_start,
+                        now_epoch(),
+                    );
+                }
+                return;
+            }
+        };
+        let terminator = proc.terminator();
+        let progress_mode = adapter.reports_progress() && inv.spec.progress_pipe;
+        let mut f = Follow::default();
+        if progress_mode {
+            self.follow(&mut proc, &terminator, &inv.tests, &mut f)
+                .await;
+        } else {
+            for case in &inv.tests {
+                self.started(case, inv_start);
+            }
+        }
+
+        // Wait for exit; without progress, the whole process gets `timeout`
+        // per test.
+        let overall = Instant::now() + timeout.saturating_mul(inv.tests.len().max(1) as u32);
+        let wait = proc.wait();
+        tokio::pin!(wait);
+        let exit = loop {
+            tokio::select! {
+                exit = &mut wait => break exit,
+                _ = sleep_until(overall), if f.stopped.is_none() && !progress_mode => {
+                    f.stopped = Some(Stopped::Timeout(None));
+                    terminator.terminate(self.slot.kill_grace);
+                }
+                _ = cancel.cancelled(), if f.stopped.is_none() => {
+                    f.stopped = Some(Stopped::Cancelled);
+                    terminator.terminate(CANCEL_GRACE);
+                }
+            }
+        };
+        let exit = exit.unwrap_or_else(|e| lost_track(&e));
+        let end = now_epoch();
+
+        // Everything streamed: no need to read the tool's report.
+        let collected = if f.streamed.len() == inv.tests.len() {
+            Vec::new()
+        } else {
+            adapter.collect(&inv, &exit, &f.progress)
+        };
+        let results = collected
+            .into_iter()
+            .map(|r| (r.id.name.clone(), r))
+            .collect();
+        let unattributed = self.attribute(
+            &inv.tests,
+            &exit,
+            results,
+            &f,
+            progress_mode,
+            inv_start,
+            end,
+        );
         if unattributed.is_empty() {
             return;
         }
-        if (crashed || stopped.is_some()) && may_split && !cancel.is_cancelled() {
+        if may_split && !cancel.is_cancelled() {
             // One process ran several tests and died without saying which was
             // to blame: run them one per process to find out.
             for case in unattributed {
@@ -462,14 +550,123 @@ impl LeaseRunner<'_> {
         } else {
             for case in unattributed {
                 let msg = format!(
-                    "the test runner ({}) reported no result for this test",
+                    "the test runner ({}) died and reported no result for this test",
                     exit.status
                 );
-                let r = self.synth(&case, Outcome::Lost, msg, &exit.output, Duration::ZERO);
-                self.report(&case, r, inv_start, end);
+                self.report_synth(&case, Outcome::Lost, msg, &exit.output, inv_start, end);
             }
         }
     }
+
+    /// Runs the batch on the suite's long-lived runner for this slot,
+    /// starting it if needed. `Err` means the runner cannot serve (it could
+    /// not start, or died before running its first test): the caller falls
+    /// back to one process per batch, and nothing was reported.
+    async fn run_persistent(
+        &self,
+        inv: Invocation,
+        cases: &[TestCase],
+        state: &mut Persistent,
+    ) -> Result<(), String> {
+        if matches!(state, Persistent::Idle) {
+            let proc = self
+                .slot
+                .executor
+                .spawn(&inv.spec)
+                .await
+                .map_err(|e| e.to_string())?;
+            let terminator = proc.terminator();
+            *state = Persistent::Live {
+                proc,
+                terminator,
+                batches: 0,
+            };
+        }
+        let Persistent::Live {
+            proc,
+            terminator,
+            batches,
+        } = state
+        else {
+            return Err("no runner".into());
+        };
+        let terminator = terminator.clone();
+        let first_batch = *batches == 0;
+        let inv_start = now_epoch();
+        let mut f = Follow::default();
+        if proc
+            .send_line(&self.suite.adapter.batch_request(cases))
+            .await
+            .is_ok()
+        {
+            self.follow(proc, &terminator, cases, &mut f).await;
+        }
+        if f.batch_done {
+            *batches += 1;
+            let end = now_epoch();
+            for case in cases.iter().filter(|c| !f.streamed.contains(&c.id.name)) {
+                let msg = "the test runner finished the batch without running this test".to_owned();
+                self.report_synth(
+                    case,
+                    Outcome::Lost,
+                    msg,
+                    &CapturedOutput::default(),
+                    inv_start,
+                    end,
+                );
+            }
+            return Ok(());
+        }
+        // The runner is gone (or going): collect its exit, then attribute.
+        let Persistent::Live { proc, .. } = std::mem::replace(state, Persistent::Idle) else {
+            unreachable!("state was live above")
+        };
+        terminator.terminate(self.slot.kill_grace);
+        let exit = proc.wait().await.unwrap_or_else(|e| lost_track(&e));
+        if first_batch && f.started_at.is_empty() && f.stopped.is_none() {
+            return Err(format!(
+                "{}: {}",
+                exit.status,
+                tail(&exit.output.text, 2000)
+            ));
+        }
+        let unattributed = self.attribute(
+            cases,
+            &exit,
+            HashMap::new(),
+            &f,
+            true,
+            inv_start,
+            now_epoch(),
+        );
+        debug_assert!(
+            unattributed.is_empty(),
+            "progress mode attributes every test"
+        );
+        Ok(())
+    }
+}
+
+/// The exit to report when waiting for a process failed.
+fn lost_track(e: &shoal_exec::ExecError) -> ProcessExit {
+    ProcessExit {
+        status: ExitStatus::Code(-1),
+        output: CapturedOutput {
+            text: format!("shoal lost track of the process: {e}"),
+            truncated_bytes: 0,
+        },
+        wall: Duration::ZERO,
+        terminated: true,
+    }
+}
+
+fn tail(s: &str, max: usize) -> &str {
+    let s = s.trim_end();
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
 }
 
 pub(crate) fn fmt_duration(d: Duration) -> String {

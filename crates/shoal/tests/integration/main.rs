@@ -11,6 +11,7 @@ mod history;
 mod init;
 mod interrupt;
 mod junit;
+mod persistent;
 mod pytest;
 mod reference;
 mod retries;
