@@ -143,9 +143,13 @@ pub mod pytest;
 pub fn adapter_for(suite: &SuiteConfig) -> Box<dyn Adapter> {
     use shoal_core::config::AdapterConfig;
     match &suite.adapter {
-        AdapterConfig::Pytest { python, args } => {
-            Box::new(pytest::PytestAdapter::new(python.clone(), args.clone()))
-        }
+        AdapterConfig::Pytest {
+            python,
+            args,
+            persistent,
+        } => Box::new(
+            pytest::PytestAdapter::new(python.clone(), args.clone()).with_persistent(*persistent),
+        ),
         AdapterConfig::Cargo { args } => Box::new(cargo::CargoAdapter::new(args.clone())),
         AdapterConfig::Command { list, run, junit } => Box::new(command::CommandAdapter::new(
             list.clone(),

@@ -55,13 +55,27 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 pub struct PytestAdapter {
     python: String,
     args: Vec<String>,
+    /// Offer a long-lived runner per slot (`persistent_runner`).
+    persistent: bool,
 }
 
 impl PytestAdapter {
     /// `python` is the interpreter to run `-m pytest` with; `args` go to
     /// pytest both when listing and when running.
     pub fn new(python: String, args: Vec<String>) -> Self {
-        Self { python, args }
+        Self {
+            python,
+            args,
+            persistent: true,
+        }
+    }
+
+    /// Whether to offer a long-lived runner per slot (the default) or run
+    /// every batch in a fresh pytest process.
+    #[must_use]
+    pub fn with_persistent(mut self, persistent: bool) -> Self {
+        self.persistent = persistent;
+        self
     }
 
     /// Writes the plugin into `support_dir` unless it is already there with
@@ -292,6 +306,9 @@ impl Adapter for PytestAdapter {
     }
 
     fn persistent_runner(&self, ctx: &BatchCtx) -> Option<Invocation> {
+        if !self.persistent {
+            return None;
+        }
         let mut argv = self.base_argv();
         argv.extend(["-q".into(), "--shoal-serve".into()]);
         argv.extend(self.args.iter().cloned());
@@ -679,6 +696,7 @@ mod tests {
         let cfg = AdapterConfig::Pytest {
             python: "python3".into(),
             args: vec![],
+            persistent: true,
         };
         let suite = Config::zero_config(dir, vec![("py".into(), cfg, dir.to_owned())])
             .suites
@@ -815,6 +833,18 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(plugin_dir.join("shoal_pytest_plugin.py")).unwrap(),
             PLUGIN_SOURCE
+        );
+    }
+
+    #[test]
+    fn persistent_runner_can_be_turned_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = batch(dir.path());
+        assert!(
+            adapter()
+                .with_persistent(false)
+                .persistent_runner(&ctx)
+                .is_none()
         );
     }
 

@@ -225,6 +225,8 @@ pub struct SuiteSection {
     pub args: Option<Spanned<Vec<String>>>,
     /// pytest: the Python interpreter.
     pub python: Option<Spanned<String>>,
+    /// pytest: one long-lived pytest per slot (true) or one per batch.
+    pub persistent: Option<Spanned<bool>>,
     /// command: prints one test id per line.
     pub list: Option<Spanned<CommandLine>>,
     /// command: runs tests; `{tests}` expands to one argv entry per id and
@@ -256,6 +258,9 @@ pub enum AdapterConfig {
     Pytest {
         python: String,
         args: Vec<String>,
+        /// One long-lived pytest per slot runs its batches (the default),
+        /// rather than a fresh process per batch.
+        persistent: bool,
     },
     Cargo {
         args: Vec<String>,
@@ -526,10 +531,16 @@ fn resolve_suite(
                     .as_ref()
                     .map(|a| a.get_ref().clone())
                     .unwrap_or_default(),
+                persistent: s.persistent.as_ref().is_none_or(|p| *p.get_ref()),
             }
         }
         "cargo" => {
             reject("python", s.python.as_ref().map(|v| v.span()), "cargo")?;
+            reject(
+                "persistent",
+                s.persistent.as_ref().map(|v| v.span()),
+                "cargo",
+            )?;
             reject("list", s.list.as_ref().map(|v| v.span()), "cargo")?;
             reject("run", s.run.as_ref().map(|v| v.span()), "cargo")?;
             reject("junit", s.junit.as_ref().map(|v| v.span()), "cargo")?;
@@ -543,6 +554,11 @@ fn resolve_suite(
         }
         "command" => {
             reject("python", s.python.as_ref().map(|v| v.span()), "command")?;
+            reject(
+                "persistent",
+                s.persistent.as_ref().map(|v| v.span()),
+                "command",
+            )?;
             reject("args", s.args.as_ref().map(|v| v.span()), "command")?;
             let Some(list) = &s.list else {
                 return Err(ctx.err(
@@ -668,6 +684,13 @@ run = ["./run.sh", "--junit", "{junit}", "{tests}"]
         let py = c.suites.iter().find(|s| s.name == "py").unwrap();
         assert_eq!(py.root, Path::new("/proj/python"));
         assert_eq!(py.timeout, Duration::from_secs(10));
+        assert!(matches!(
+            py.adapter,
+            AdapterConfig::Pytest {
+                persistent: true,
+                ..
+            }
+        ));
         assert_eq!(py.retries, 2);
         assert_eq!(
             c.hooks.slot_setup,
@@ -723,6 +746,25 @@ run = ["./run.sh", "--junit", "{junit}", "{tests}"]
                 .contains("`python` is not a key of the cargo adapter")
         );
         assert_eq!(e.line_col().map(|l| l.0), Some(3));
+    }
+
+    #[test]
+    fn pytest_runner_can_be_per_batch() {
+        let c = parse("[suites.py]\nadapter = \"pytest\"\npersistent = false\n").unwrap();
+        assert!(matches!(
+            c.suites[0].adapter,
+            AdapterConfig::Pytest {
+                persistent: false,
+                ..
+            }
+        ));
+        let e = parse("[suites.rs]\nadapter = \"cargo\"\npersistent = false\n").unwrap_err();
+        assert!(
+            e.message
+                .contains("`persistent` is not a key of the cargo adapter"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

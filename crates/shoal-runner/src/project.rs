@@ -50,6 +50,7 @@ pub fn detect_suites(root: &Path) -> Vec<(String, AdapterConfig, PathBuf)> {
             AdapterConfig::Pytest {
                 python: "python3".into(),
                 args: vec![],
+                persistent: true,
             },
             root.to_owned(),
         ));

@@ -35,7 +35,7 @@ pub fn render(root: &Path, suites: &[(String, AdapterConfig, PathBuf)]) -> Strin
             toml_str(&rel)
         );
         match adapter {
-            AdapterConfig::Pytest { python, args } => {
+            AdapterConfig::Pytest { python, args, .. } => {
                 let _ = writeln!(
                     out,
                     "python = {}\n# Extra pytest arguments:\nargs = {}",
@@ -79,6 +79,7 @@ mod tests {
                 AdapterConfig::Pytest {
                     python: "python3".into(),
                     args: vec![],
+                    persistent: true,
                 },
                 root.to_owned(),
             ),

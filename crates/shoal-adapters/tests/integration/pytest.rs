@@ -70,6 +70,7 @@ fn suite(root: &Path, env: BTreeMap<String, String>) -> SuiteConfig {
         adapter: AdapterConfig::Pytest {
             python: python(),
             args: Vec::new(),
+            persistent: true,
         },
         root: root.to_owned(),
         env,
