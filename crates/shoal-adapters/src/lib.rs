@@ -100,6 +100,13 @@ pub trait Adapter: Send + Sync + std::fmt::Debug {
     fn batch_overhead(&self, discovery: Duration) -> Duration {
         discovery
     }
+    /// File-name globs of the files under the suite root whose contents
+    /// decide what discovery finds (e.g. `*.py` for pytest). With them,
+    /// shoal caches the listing by a digest of those files; `None` (the
+    /// default) means the inputs are unknown and discovery always runs.
+    fn discovery_inputs(&self) -> Option<&'static [&'static str]> {
+        None
+    }
     /// Whether invocations report per-test progress on the progress pipe.
     fn reports_progress(&self) -> bool {
         false

@@ -305,6 +305,17 @@ impl Adapter for PytestAdapter {
         }]
     }
 
+    fn discovery_inputs(&self) -> Option<&'static [&'static str]> {
+        // Test modules, conftest.py, and pytest's config files.
+        Some(&[
+            "*.py",
+            "pytest.ini",
+            "pyproject.toml",
+            "setup.cfg",
+            "tox.ini",
+        ])
+    }
+
     fn persistent_runner(&self, ctx: &BatchCtx) -> Option<Invocation> {
         if !self.persistent {
             return None;

@@ -8,8 +8,10 @@
 //! - `coordinator`: the actor loop that turns slot messages into events
 //! - `slot`: runs batches, attributes timeouts and crashes
 //! - `store_writer`: batches attempts into store transactions
+//! - [`discovery_cache`]: skips discovery when its inputs are unchanged
 
 mod coordinator;
+pub mod discovery_cache;
 pub mod git;
 pub mod hooks;
 pub mod project;
@@ -17,6 +19,7 @@ mod slot;
 mod store_writer;
 
 use coordinator::{CoordOutcome, Coordinator};
+use discovery_cache::DiscoveryCache;
 use shoal_adapters::{Adapter, AdapterError, DiscoverCtx, adapter_for};
 use shoal_core::config::{Config, SuiteConfig};
 use shoal_core::event::{Notice, NoticeLevel, RunFinished, RunStarted, SuiteDiscovered};
@@ -77,7 +80,11 @@ pub struct Discovered {
     pub suite: SuiteRuntime,
     pub discovered: usize,
     pub selected: Vec<TestCase>,
+    /// Seconds this discovery took (near zero when answered from the cache).
     pub duration: f64,
+    /// Seconds a real discovery of the suite takes (the cached figure on a
+    /// cache hit): the estimate of a runner's start-up cost.
+    pub fresh_duration: f64,
 }
 
 /// Why a run could not be carried out (as opposed to tests failing).
@@ -113,6 +120,16 @@ pub async fn list(
     selection: &Selection,
     support_dir: &std::path::Path,
 ) -> Result<Vec<Discovered>, EngineError> {
+    discover(config, selection, support_dir, None).await
+}
+
+/// [`list`], answering from `cache` for suites whose inputs are unchanged.
+async fn discover(
+    config: &Config,
+    selection: &Selection,
+    support_dir: &std::path::Path,
+    cache: Option<&DiscoveryCache>,
+) -> Result<Vec<Discovered>, EngineError> {
     selection.check(config)?;
     std::fs::create_dir_all(support_dir).map_err(|source| EngineError::Io {
         path: support_dir.to_owned(),
@@ -133,15 +150,38 @@ pub async fn list(
             support_dir: support_dir.to_owned(),
             env: suite.env.clone(),
         };
+        let cache = cache.cloned();
         tasks.push(tokio::spawn(async move {
             let t0 = Instant::now();
+            let key = match &cache {
+                Some(_) => {
+                    let (suite, adapter) = (runtime.config.clone(), runtime.adapter.clone());
+                    tokio::task::spawn_blocking(move || {
+                        DiscoveryCache::key(&suite, adapter.as_ref())
+                    })
+                    .await
+                    .ok()
+                    .flatten()
+                }
+                None => None,
+            };
+            let name = &runtime.config.name;
+            if let (Some(cache), Some(key)) = (&cache, &key) {
+                if let Some((tests, took)) = cache.load(name, key) {
+                    return (runtime, Ok(tests), t0.elapsed().as_secs_f64(), took);
+                }
+            }
             let res = runtime.adapter.discover(&ctx).await;
-            (runtime, res, t0.elapsed().as_secs_f64())
+            let took = t0.elapsed().as_secs_f64();
+            if let (Some(cache), Some(key), Ok(tests)) = (&cache, &key, &res) {
+                cache.store(name, key, tests, took);
+            }
+            (runtime, res, took, took)
         }));
     }
     let mut out = Vec::new();
     for t in tasks {
-        let (suite, res, duration) = t
+        let (suite, res, duration, fresh_duration) = t
             .await
             .map_err(|e| EngineError::Slots(format!("discovery task failed: {e}")))?;
         let tests = res.map_err(|source| EngineError::Discovery {
@@ -158,6 +198,7 @@ pub async fn list(
             discovered,
             selected,
             duration,
+            fresh_duration,
         });
     }
     Ok(out)
@@ -179,6 +220,8 @@ pub struct RunRequest {
     pub worker: String,
     /// Keep slot scratch directories after the run.
     pub keep_scratch: bool,
+    /// Reuse a suite's cached test list when its inputs are unchanged.
+    pub discovery_cache: bool,
 }
 
 /// How a run ended.
@@ -229,7 +272,10 @@ pub async fn run(
         tracing::debug!(output = %out, "worker_setup finished");
     }
 
-    let discovered = list(&req.config, &req.selection, &support_dir).await?;
+    let cache = req
+        .discovery_cache
+        .then(|| DiscoveryCache::new(&req.state_dir));
+    let discovered = discover(&req.config, &req.selection, &support_dir, cache.as_ref()).await?;
     let total_selected: usize = discovered.iter().map(|d| d.selected.len()).sum();
     if total_selected == 0 {
         return Err(EngineError::NoTests);
@@ -256,7 +302,7 @@ pub async fn run(
         let batch_overhead = d
             .suite
             .adapter
-            .batch_overhead(std::time::Duration::from_secs_f64(d.duration));
+            .batch_overhead(std::time::Duration::from_secs_f64(d.fresh_duration));
         let mut tests: Vec<PlannedTest> = d
             .selected
             .iter()

@@ -85,6 +85,9 @@ struct RunArgs {
     /// Keep each slot's scratch directory under .shoal/runs/ after the run.
     #[arg(long)]
     keep_scratch: bool,
+    /// Discover tests afresh even when the cached list's inputs are unchanged.
+    #[arg(long)]
+    no_discovery_cache: bool,
 }
 
 #[derive(Debug, Args)]
@@ -369,6 +372,7 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
         state_dir,
         worker: "local".into(),
         keep_scratch: args.keep_scratch,
+        discovery_cache: !args.no_discovery_cache,
         config,
     };
     let fail_on_flaky = req.config.run.fail_on_flaky;

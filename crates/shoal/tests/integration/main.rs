@@ -6,6 +6,7 @@ mod cargo;
 mod chaos;
 mod command;
 mod config_errors;
+mod discovery_cache;
 mod events;
 mod history;
 mod init;
