@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
-"""shoal against pytest and pytest-xdist on third-party suites from PyPI.
+"""shoal against the usual runners on third-party suites from package registries.
 
     bench/thirdparty.py [--runs N] [--slots N] [--shoal PATH] [--only NAME]
 
-Downloads pinned source distributions that ship their tests (none written
-here), unpacks them under ~/.cache/shoal-bench/thirdparty, and times, in
-alternating order each round: pytest serial, pytest-xdist -n SLOTS and
-`shoal run -j SLOTS` (after one untimed shoal run, so its history and
-discovery cache are warm, as in everyday use). Prints medians, shoal's ratio
-to xdist and its makespan/LB from the JSON events.
+Downloads pinned PyPI source distributions and crates.io crates that ship
+their tests (none written here), unpacks them under ~/.cache/shoal-bench/,
+and times, in alternating order each round: pytest serial, pytest-xdist -n
+SLOTS and `shoal run -j SLOTS` for the Python suites; `cargo test --tests`,
+`cargo nextest run -j SLOTS` and `shoal run -j SLOTS` for the crates (test
+binaries built once beforehand). shoal runs once untimed first, so its
+history and discovery cache are warm, as in everyday use. Prints medians,
+shoal's ratio to xdist / nextest and its makespan/LB from the JSON events.
 """
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -28,7 +31,60 @@ SUITES = [
     ("toolz", "toolz==1.2.0", "toolz-1.2.0", "toolz"),
     ("pyflakes", "pyflakes==3.2.0", "pyflakes-3.2.0", "pyflakes"),
 ]
+# (crate, version): its own tests, run from the published crate.
+CRATES = [("itertools", "0.13.0")]
 CACHE = os.path.expanduser("~/.cache/shoal-bench/thirdparty")
+CRATE_CACHE = os.path.expanduser("~/.cache/shoal-bench/thirdparty-cargo")
+
+
+def fetch_crate(name, version):
+    """The crate's published source, made a workspace of its own."""
+    root = os.path.join(CRATE_CACHE, f"{name}-{version}")
+    if os.path.isdir(root):
+        return root
+    os.makedirs(CRATE_CACHE, exist_ok=True)
+    probe = os.path.join(CRATE_CACHE, "fetch-probe")
+    if not os.path.isdir(probe):
+        subprocess.run(["cargo", "new", "-q", "--lib", probe], check=True)
+    subprocess.run(["cargo", "add", "-q", f"{name}@={version}"], cwd=probe, check=True)
+    subprocess.run(["cargo", "fetch", "-q"], cwd=probe, check=True)
+    registry = os.path.join(os.environ.get("CARGO_HOME", os.path.expanduser("~/.cargo")), "registry", "src")
+    for index in os.listdir(registry):
+        src = os.path.join(registry, index, f"{name}-{version}")
+        if os.path.isdir(src):
+            shutil.copytree(src, root)
+            with open(os.path.join(root, "Cargo.toml"), "a") as f:
+                f.write("\n[workspace]\n")
+            return root
+    raise SystemExit(f"{name} {version} not found in {registry}")
+
+
+def report(name, times, spans, rival):
+    print(f"### {name}\n")
+    print("| runner | median wall (s) | runs (s) |")
+    print("| --- | ---: | --- |")
+    for k, ts in times.items():
+        print(f"| {k} | {statistics.median(ts):.2f} | {', '.join(f'{t:.2f}' for t in ts)} |")
+    shoal = [k for k in times if k.startswith("shoal")][0]
+    ratio = statistics.median(times[shoal]) / statistics.median(times[rival])
+    print(f"\nshoal / {rival}: {ratio:.2f}x; makespan/LB {statistics.median(m / lb for m, lb in spans):.3f} "
+          f"(makespan {statistics.median(m for m, _ in spans):.2f}s, LB {statistics.median(lb for _, lb in spans):.2f}s)\n",
+          flush=True)
+
+
+def compare(tools, root, events, runs, env=None):
+    shoal = [k for k in tools if k.startswith("shoal")][0]
+    timed(tools[shoal], root, env)
+    times = {k: [] for k in tools}
+    spans = []
+    for r in range(runs):
+        order = list(tools.items())
+        order = order[r % len(order):] + order[:r % len(order)]
+        for k, argv in order:
+            times[k].append(timed(argv, root, env))
+            if k == shoal:
+                spans.append(makespan.analyse(events))
+    return times, spans
 
 
 def fetch(req, dirname):
@@ -74,25 +130,22 @@ def main():
             f"pytest-xdist -n {j}": py + ["-n", j],
             f"shoal run -j {j}": [shoal, "-C", root, "run", "-j", j, "--json", events, "--color", "never"],
         }
-        timed(tools[f"shoal run -j {j}"], root)
-        times = {k: [] for k in tools}
-        spans = []
-        for r in range(a.runs):
-            order = list(tools.items())
-            order = order[r % len(order):] + order[:r % len(order)]
-            for k, argv in order:
-                times[k].append(timed(argv, root))
-                if k.startswith("shoal"):
-                    spans.append(makespan.analyse(events))
-        print(f"### {name} ({req})\n")
-        print("| runner | median wall (s) | runs (s) |")
-        print("| --- | ---: | --- |")
-        for k, ts in times.items():
-            print(f"| {k} | {statistics.median(ts):.2f} | {', '.join(f'{t:.2f}' for t in ts)} |")
-        ratio = statistics.median(times[f"shoal run -j {j}"]) / statistics.median(times[f"pytest-xdist -n {j}"])
-        print(f"\nshoal / xdist: {ratio:.2f}x; makespan/LB {statistics.median(m / lb for m, lb in spans):.3f} "
-              f"(makespan {statistics.median(m for m, _ in spans):.2f}s, LB {statistics.median(lb for _, lb in spans):.2f}s)\n",
-              flush=True)
+        times, spans = compare(tools, root, events, a.runs)
+        report(f"{name} ({req})", times, spans, f"pytest-xdist -n {j}")
+    for crate, version in CRATES:
+        if a.only and a.only != crate:
+            continue
+        root = fetch_crate(crate, version)
+        env = dict(os.environ, CARGO_TARGET_DIR=os.path.join(root, "target"))
+        subprocess.run(["cargo", "test", "--tests", "--no-run", "-q"], cwd=root, env=env, check=True)
+        events = os.path.join(CRATE_CACHE, f"{crate}-events.jsonl")
+        tools = {
+            "cargo test --tests (threads)": ["cargo", "test", "--tests", "-q"],
+            f"cargo nextest run -j {j}": ["cargo", "nextest", "run", "-j", j, "--no-fail-fast"],
+            f"shoal run -j {j}": [shoal, "-C", root, "run", "-j", j, "--json", events, "--color", "never"],
+        }
+        times, spans = compare(tools, root, events, a.runs, env)
+        report(f"{crate} {version} (crates.io)", times, spans, f"cargo nextest run -j {j}")
 
 
 if __name__ == "__main__":
