@@ -38,6 +38,34 @@ def timed(argv, cwd, env=None):
     return dt
 
 
+def report(name, times, spans, rival):
+    print(f"### {name}\n")
+    print("| runner | median wall (s) | runs (s) |")
+    print("| --- | ---: | --- |")
+    for k, ts in times.items():
+        print(f"| {k} | {statistics.median(ts):.2f} | {', '.join(f'{t:.2f}' for t in ts)} |")
+    shoal = [k for k in times if k.startswith("shoal")][0]
+    ratio = statistics.median(times[shoal]) / statistics.median(times[rival])
+    print(f"\nshoal / {rival}: {ratio:.2f}x; makespan/LB {statistics.median(m / lb for m, lb in spans):.3f} "
+          f"(makespan {statistics.median(m for m, _ in spans):.2f}s, LB {statistics.median(lb for _, lb in spans):.2f}s)\n",
+          flush=True)
+
+
+def compare(tools, root, events, runs, env=None):
+    shoal = [k for k in tools if k.startswith("shoal")][0]
+    timed(tools[shoal], root, env)
+    times = {k: [] for k in tools}
+    spans = []
+    for r in range(runs):
+        order = list(tools.items())
+        order = order[r % len(order):] + order[:r % len(order)]
+        for k, argv in order:
+            times[k].append(timed(argv, root, env))
+            if k == shoal:
+                spans.append(makespan.analyse(events))
+    return times, spans
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
@@ -80,35 +108,16 @@ def main():
             env = dict(os.environ, CARGO_TARGET_DIR=os.path.join(d, "target"))
             events = os.path.join(work, f"{name}-events.jsonl")
             shoal_cmd = [shoal, "-C", d, "run", "-j", j, "--json", events, "--color", "never"]
-            timed(shoal_cmd, d, env)  # warm the history
             tools = dict(tools)
             tools[f"shoal run -j {j}"] = shoal_cmd
-            times = {k: [] for k in tools}
-            ratios = []
-            for r in range(a.runs):
-                order = list(tools.items())
-                order = order[r % len(order):] + order[:r % len(order)]  # alternate who goes first
-                for k, argv in order:
-                    times[k].append(timed(argv, d, env))
-                    if k.startswith("shoal"):
-                        ratios.append(makespan.analyse(events))
-            results[name] = (times, ratios, rival)
+            times, spans = compare(tools, d, events, a.runs, env)
+            results[name] = (times, spans, rival)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\n## Local benchmark: {a.tests} tests, {a.slots} slots, median of {a.runs} alternating runs\n")
-    for name, (times, ratios, rival) in results.items():
-        print(f"### {name}\n")
-        print("| runner | median wall (s) | runs (s) |")
-        print("| --- | ---: | --- |")
-        for k, ts in times.items():
-            print(f"| {k} | {statistics.median(ts):.2f} | {', '.join(f'{t:.2f}' for t in ts)} |")
-        sk = [k for k in times if k.startswith("shoal")][0]
-        ratio = statistics.median(times[sk]) / statistics.median(times[rival])
-        ms = statistics.median(m for m, _, in [(x[0], x[1]) for x in ratios])
-        lb = statistics.median(x[1] for x in ratios)
-        print(f"\nshoal / {rival}: {ratio:.2f}x; shoal makespan {ms:.2f}s vs LB {lb:.2f}s "
-              f"(median makespan/LB {statistics.median(x[0] / x[1] for x in ratios):.3f})\n")
+    for name, (times, spans, rival) in results.items():
+        report(name, times, spans, rival)
 
 
 if __name__ == "__main__":

@@ -15,15 +15,13 @@ shoal's ratio to xdist / nextest and its makespan/LB from the JSON events.
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tarfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import makespan  # noqa: E402
-from local import timed  # noqa: E402
+from local import compare, report  # noqa: E402
 
 # (name, pip requirement, unpacked directory, pytest path argument)
 SUITES = [
@@ -57,34 +55,6 @@ def fetch_crate(name, version):
                 f.write("\n[workspace]\n")
             return root
     raise SystemExit(f"{name} {version} not found in {registry}")
-
-
-def report(name, times, spans, rival):
-    print(f"### {name}\n")
-    print("| runner | median wall (s) | runs (s) |")
-    print("| --- | ---: | --- |")
-    for k, ts in times.items():
-        print(f"| {k} | {statistics.median(ts):.2f} | {', '.join(f'{t:.2f}' for t in ts)} |")
-    shoal = [k for k in times if k.startswith("shoal")][0]
-    ratio = statistics.median(times[shoal]) / statistics.median(times[rival])
-    print(f"\nshoal / {rival}: {ratio:.2f}x; makespan/LB {statistics.median(m / lb for m, lb in spans):.3f} "
-          f"(makespan {statistics.median(m for m, _ in spans):.2f}s, LB {statistics.median(lb for _, lb in spans):.2f}s)\n",
-          flush=True)
-
-
-def compare(tools, root, events, runs, env=None):
-    shoal = [k for k in tools if k.startswith("shoal")][0]
-    timed(tools[shoal], root, env)
-    times = {k: [] for k in tools}
-    spans = []
-    for r in range(runs):
-        order = list(tools.items())
-        order = order[r % len(order):] + order[:r % len(order)]
-        for k, argv in order:
-            times[k].append(timed(argv, root, env))
-            if k == shoal:
-                spans.append(makespan.analyse(events))
-    return times, spans
 
 
 def fetch(req, dirname):

@@ -39,6 +39,7 @@
 //! `--exact` (libtest-mimic does). The dynamic-library search path cargo adds
 //! for `dylib` dependencies is not set.
 
+use crate::command;
 use crate::{Adapter, AdapterError, BatchCtx, DiscoverCtx, Invocation, Progress};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -86,14 +87,14 @@ impl CargoAdapter {
         let out = run(&argv, root, env).await?;
         if !out.status.success() {
             return Err(AdapterError::ListFailed {
-                command: display_command(&argv),
+                command: command::display_argv(&argv),
                 status: describe_status(out.status),
                 output: tail(&String::from_utf8_lossy(&out.stderr), ERROR_TAIL_BYTES),
             });
         }
         parse_build_messages(&String::from_utf8_lossy(&out.stdout)).map_err(|detail| {
             AdapterError::BadListOutput {
-                command: display_command(&argv),
+                command: command::display_argv(&argv),
                 detail,
             }
         })
@@ -514,13 +515,13 @@ async fn list_tests(
     if !out.status.success() {
         let output = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
         return Err(AdapterError::ListFailed {
-            command: display_command(&argv),
+            command: command::display_argv(&argv),
             status: describe_status(out.status),
             output: tail(&output, ERROR_TAIL_BYTES),
         });
     }
     parse_list(&stdout).map_err(|detail| AdapterError::BadListOutput {
-        command: display_command(&argv),
+        command: command::display_argv(&argv),
         detail,
     })
 }
@@ -538,22 +539,6 @@ fn parse_list(stdout: &str) -> Result<Vec<String>, String> {
     Ok(tests)
 }
 
-/// A command line for messages (never run through a shell).
-fn display_command(argv: &[String]) -> String {
-    let quote = |arg: &String| {
-        let plain = !arg.is_empty()
-            && arg
-                .chars()
-                .all(|c| c.is_alphanumeric() || "-_./:=+,@%".contains(c));
-        if plain {
-            arg.clone()
-        } else {
-            format!("'{}'", arg.replace('\'', r"'\''"))
-        }
-    };
-    argv.iter().map(quote).collect::<Vec<_>>().join(" ")
-}
-
 /// `exit code 101` or `killed by signal 9`, as [`ExitStatus`] says it.
 fn describe_status(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
@@ -564,19 +549,13 @@ fn describe_status(status: std::process::ExitStatus) -> String {
     }
 }
 
-/// The last `max` bytes of `text`, starting at a line boundary when one is near.
+/// The end of `text` (see [`command::tail`]), saying how much was left out.
 fn tail(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
+    let kept = command::tail(text, max);
+    match text.len() - kept.len() {
+        0 => kept.to_owned(),
+        omitted => format!("[{omitted} bytes omitted]\n{kept}"),
     }
-    let mut start = text.len() - max;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    if let Some(newline) = text[start..].find('\n') {
-        start += newline + 1;
-    }
-    format!("[{start} bytes omitted]\n{}", &text[start..])
 }
 
 /// What the output of a libtest process says about one test.
@@ -839,7 +818,7 @@ mod tests {
     fn display_command_quotes_what_a_shell_would_split() {
         let argv = ["cargo", "test", "--features", "a b", "it's"].map(String::from);
         assert_eq!(
-            display_command(&argv),
+            command::display_argv(&argv),
             r"cargo test --features 'a b' 'it'\''s'"
         );
     }

@@ -52,20 +52,22 @@ pub async fn run_hook(
             which,
             command: shown,
             problem: format!("failed ({})", out.status),
-            output: tail(&text, 4000),
+            output: match tail(&text, 4000) {
+                t if t.len() < text.trim_end().len() => format!("[...]{t}"),
+                t => t.to_owned(),
+            },
         })
     }
 }
 
-fn tail(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut start = s.len() - max;
+/// The last `max` bytes of `s` (at a character boundary).
+pub(crate) fn tail(s: &str, max: usize) -> &str {
+    let s = s.trim_end();
+    let mut start = s.len().saturating_sub(max);
     while !s.is_char_boundary(start) {
         start += 1;
     }
-    format!("[...]{}", &s[start..])
+    &s[start..]
 }
 
 #[cfg(test)]

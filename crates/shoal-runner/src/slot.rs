@@ -627,7 +627,7 @@ impl LeaseRunner<'_> {
             return Err(format!(
                 "{}: {}",
                 exit.status,
-                tail(&exit.output.text, 2000)
+                crate::hooks::tail(&exit.output.text, 2000)
             ));
         }
         let unattributed = self.attribute(
@@ -658,15 +658,6 @@ fn lost_track(e: &shoal_exec::ExecError) -> ProcessExit {
         wall: Duration::ZERO,
         terminated: true,
     }
-}
-
-fn tail(s: &str, max: usize) -> &str {
-    let s = s.trim_end();
-    let mut start = s.len().saturating_sub(max);
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    &s[start..]
 }
 
 pub(crate) fn fmt_duration(d: Duration) -> String {

@@ -12,6 +12,8 @@ const FIRST_RUN_FAILS: &str = "tests/test_flaky.py::test_flaky_first_run";
 const PASSING: &str = "tests/test_outcomes.py::test_pass";
 /// More passing tests (the parametrized weird ids).
 const MORE_PASSING: &str = "test_weird_id";
+/// Passing tests that take 1.5 s and 0.5 s.
+const SLOW_PASSING: &str = "tests/test_slow.py::test_slow_";
 
 /// Runs the first-run-fails test and passing ones (`patterns`) with
 /// `--retries 2` and a fresh flakiness state directory.
@@ -37,9 +39,16 @@ fn run_flaky(project: &Project, extra: &[&str], patterns: &[&str]) -> (Output, E
 fn failing_once_then_passing_is_flaky_and_retried_elsewhere() {
     let project = Project::pytest();
     // A retry waits for a slot where it did not fail unless nothing else is
-    // left to run (docs/design/scheduler.md): with plenty of other tests
-    // queued behind it, the other slot takes it.
-    let (out, events, report) = run_flaky(&project, &[], &[PASSING, MORE_PASSING]);
+    // left to run (docs/design/scheduler.md). With a long-lived pytest per
+    // slot, the slot that failed can drain this small queue while the other
+    // slot's pytest is still starting, and then rightly takes the retry
+    // itself; per-batch processes start both slots alike, so the other slot
+    // is free in time. The slow tests keep the failing slot busy meanwhile.
+    project.write(
+        "shoal.toml",
+        "[suites.pytest]\nadapter = \"pytest\"\npersistent = false\n",
+    );
+    let (out, events, report) = run_flaky(&project, &[], &[PASSING, MORE_PASSING, SLOW_PASSING]);
     out.assert_code(0);
 
     let attempts = events.attempts_of(FIRST_RUN_FAILS);
