@@ -1,7 +1,8 @@
 //! The cargo adapter: builds test binaries with `cargo test --no-run`, lists
-//! each binary's tests with libtest's `--list`, and runs every test in a
-//! process of its own (as cargo-nextest does), so a crash, a hang or a flood
-//! of output is pinned on exactly one test.
+//! each binary's tests with libtest's `--list`, and runs them through
+//! libtest, one process per test (as cargo-nextest does) unless the
+//! binary's start-up is dear next to its tests' durations, so a crash, a
+//! hang or a flood of output is pinned on exactly one test.
 //!
 //! # Test names
 //!
@@ -20,17 +21,29 @@
 //!
 //! # Running
 //!
-//! Each test runs as `<exe> --exact <test-path> --test-threads=1
-//! --color=never` in its package directory, with the `CARGO*` variables
+//! Tests run as `<exe> --exact <test-path>... --test-threads=1
+//! --color=never` in their package directory, with the `CARGO*` variables
 //! `cargo test` sets at run time (`CARGO`, `CARGO_MANIFEST_DIR`,
 //! `CARGO_MANIFEST_PATH`, `CARGO_PKG_NAME`, `CARGO_PKG_VERSION[_MAJOR|_MINOR|_PATCH|_PRE]`,
 //! `CARGO_CRATE_NAME`). Ignored tests are run without `--ignored`, so libtest
-//! reports them ignored and they count as skipped. The outcome comes from
-//! libtest's last `test result:` summary (which raw output written straight
-//! to fd 1 cannot break, unlike the `test <path> ... ok` line), the ignore
-//! reason and failure message from the lines above it. A process that died
-//! before the summary (signal, `exit()` mid-test, timeout) or whose exit code
-//! contradicts it yields no result; the engine attributes the test.
+//! reports them ignored and they count as skipped.
+//!
+//! **Process per test or batch**, decided per binary from measurements:
+//! listing a binary's tests times its start-up, which becomes the tests'
+//! batch overhead ([`Adapter::batch_overhead`]). The scheduler sizes a
+//! batch to at least twice that overhead, so a test that takes longer than
+//! that gets a process of its own, while history-known tiny tests of one
+//! binary share one libtest process (`docs/benchmarks.md` measures both
+//! ways). A one-test process's outcome comes from libtest's last
+//! `test result:` summary (which raw output written straight to fd 1 cannot
+//! break, unlike the `test <path> ... ok` line), the ignore reason and
+//! failure message from the lines above it; a process that died before the
+//! summary (signal, `exit()` mid-test, timeout) or whose exit code
+//! contradicts it yields no result, and the engine attributes the test. A
+//! batch's tests are read from their `test <path> ... <status>` lines (each
+//! failure keeps its own captured output); if the process dies, the test
+//! whose line has no status is the crash, and the tests it never reached
+//! get no result, so the engine reruns them one process each.
 //!
 //! # Limitations
 //!
@@ -43,12 +56,14 @@ use crate::command;
 use crate::{Adapter, AdapterError, BatchCtx, DiscoverCtx, Invocation, Progress};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use shoal_core::config::ShareProcesses;
 use shoal_core::{Outcome, TestCase, TestId, TestResult};
 use shoal_exec::{ExitStatus, ProcessExit, ProcessSpec};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Bytes of a failed command's output kept in [`AdapterError::ListFailed`].
 const ERROR_TAIL_BYTES: usize = 16 * 1024;
@@ -60,11 +75,21 @@ const MESSAGE_MAX_LINES: usize = 12;
 pub struct CargoAdapter {
     /// Extra arguments for `cargo test --no-run` (`-p`, `--features`, ...).
     args: Vec<String>,
+    share: ShareProcesses,
 }
 
 impl CargoAdapter {
     pub fn new(args: Vec<String>) -> Self {
-        Self { args }
+        Self {
+            args,
+            share: ShareProcesses::Auto,
+        }
+    }
+
+    /// Sets whether tests of one binary may share a process.
+    pub fn sharing(mut self, share: ShareProcesses) -> Self {
+        self.share = share;
+        self
     }
 
     /// Builds the test binaries with `cargo test --no-run` in `root`.
@@ -117,6 +142,10 @@ pub struct CargoRunner {
     pub test: String,
     /// Marked `#[ignore]`: libtest reports it ignored unless run with `--ignored`.
     pub ignored: bool,
+    /// Microseconds the binary took to start and list its tests: what one
+    /// more process costs, measured at discovery (0 when unknown).
+    #[serde(default)]
+    pub start_us: u64,
 }
 
 impl CargoRunner {
@@ -131,13 +160,7 @@ impl CargoRunner {
 
     /// The argv that runs this one test.
     pub fn argv(&self) -> Vec<String> {
-        vec![
-            self.exe.clone(),
-            "--exact".to_owned(),
-            self.test.clone(),
-            "--test-threads=1".to_owned(),
-            "--color=never".to_owned(),
-        ]
+        batch_argv(&self.exe, [self.test.as_str()])
     }
 
     /// The variables `cargo test` gives a test binary at run time.
@@ -161,6 +184,15 @@ impl CargoRunner {
         set("CARGO_CRATE_NAME", self.crate_name.clone());
         env
     }
+}
+
+/// `<exe> --exact <path>... --test-threads=1 --color=never`: the listed
+/// tests, one after another, in one process.
+fn batch_argv<'a>(exe: &str, tests: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut argv = vec![exe.to_owned(), "--exact".to_owned()];
+    argv.extend(tests.into_iter().map(str::to_owned));
+    argv.extend(["--test-threads=1", "--color=never"].map(String::from));
+    argv
 }
 
 /// Splits `1.2.3-rc.1+build` into `("1", "2", "3", "rc.1")`.
@@ -212,37 +244,72 @@ impl Adapter for CargoAdapter {
 
     fn plan(&self, tests: &[TestCase], ctx: &BatchCtx) -> Vec<Invocation> {
         let cargo = cargo_program(&ctx.env);
-        tests
-            .iter()
-            .filter_map(|test| {
-                let runner = match CargoRunner::of(test) {
-                    Ok(runner) => runner,
-                    Err(e) => {
-                        tracing::error!(test = %test.id, "cannot plan cargo test: {e}");
-                        return None;
+        let mut runs: Vec<(CargoRunner, Vec<TestCase>)> = Vec::new();
+        // Binary -> the run its tiny tests share.
+        let mut shared: HashMap<String, usize> = HashMap::new();
+        for test in tests {
+            let runner = match CargoRunner::of(test) {
+                Ok(runner) => runner,
+                Err(e) => {
+                    tracing::error!(test = %test.id, "cannot plan cargo test: {e}");
+                    continue;
+                }
+            };
+            // The tests of one binary that history says take less than the
+            // binary's start-up share a process (placed where the first of
+            // them was): there a process per test would mostly measure
+            // start-ups. (A test's time from a process of its own includes
+            // that start-up.)
+            let start_up = Duration::from_micros(runner.start_us);
+            let tiny = match self.share {
+                ShareProcesses::Never => false,
+                ShareProcesses::Always => true,
+                ShareProcesses::Auto => ctx
+                    .estimates
+                    .get(&test.id.name)
+                    .is_some_and(|e| *e < start_up * 2),
+            };
+            match shared.get(&runner.exe) {
+                Some(&at) if tiny => runs[at].1.push(test.clone()),
+                _ => {
+                    if tiny {
+                        shared.insert(runner.exe.clone(), runs.len());
                     }
-                };
+                    runs.push((runner, vec![test.clone()]));
+                }
+            }
+        }
+        runs.into_iter()
+            .map(|(runner, group)| {
                 let mut env = runner.cargo_env(&cargo);
                 env.extend(ctx.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-                Some(Invocation {
+                let paths: Vec<String> = group.iter().filter_map(test_path).collect();
+                Invocation {
                     spec: ProcessSpec {
-                        argv: runner.argv(),
+                        argv: batch_argv(&runner.exe, paths.iter().map(String::as_str)),
                         cwd: PathBuf::from(&runner.cwd),
                         env,
                         progress_pipe: false,
                         stdin_pipe: false,
                         output_cap: ctx.output_cap,
                     },
-                    tests: vec![test.clone()],
+                    // Batches hold tests history says are tiny next to
+                    // the binary's start-up: one timeout covers the batch,
+                    // so a test that hangs in one costs one timeout (then
+                    // the batch's unfinished tests run one process each).
+                    time_limit: (group.len() > 1).then_some(ctx.suite.timeout),
+                    tests: group,
                     junit: None,
-                })
+                }
             })
             .collect()
     }
 
-    fn batch_overhead(&self, _discovery: std::time::Duration) -> std::time::Duration {
-        // One process per test: batch size changes nothing.
-        std::time::Duration::ZERO
+    fn batch_overhead(&self, test: &TestCase, _discovery: Duration) -> Duration {
+        // The start-up of the test's own binary, measured when listing it.
+        CargoRunner::of(test)
+            .map(|r| Duration::from_micros(r.start_us))
+            .unwrap_or_default()
     }
 
     fn collect(
@@ -251,35 +318,106 @@ impl Adapter for CargoAdapter {
         exit: &ProcessExit,
         _progress: &[Progress],
     ) -> Vec<TestResult> {
-        if exit.terminated {
-            return Vec::new();
+        if inv.tests.len() == 1 {
+            return collect_single(&inv.tests[0], exit);
         }
-        let report = LibtestReport::new(&exit.output.text);
-        let single = inv.tests.len() == 1;
-        let results: Vec<TestResult> = inv
-            .tests
-            .iter()
-            .filter_map(|test| {
-                let path = test_path(test)?;
-                let verdict = report.verdict(&path, single)?;
-                Some(TestResult {
-                    id: test.id.clone(),
-                    outcome: verdict.outcome,
-                    duration: exit.wall,
-                    message: verdict.message,
-                    output: exit.output.clone(),
-                })
-            })
-            .collect();
-        // libtest exits 0 when nothing failed and 101 when something did;
-        // anything else means the process did not end the way libtest ends.
-        let any_failed = results.iter().any(|r| r.outcome == Outcome::Fail);
-        match exit.status {
-            ExitStatus::Code(0) if !any_failed => results,
-            ExitStatus::Code(101) if any_failed => results,
-            _ => Vec::new(),
+        collect_batch(&inv.tests, exit)
+    }
+}
+
+/// The result of a process that ran one test.
+fn collect_single(test: &TestCase, exit: &ProcessExit) -> Vec<TestResult> {
+    if exit.terminated {
+        return Vec::new();
+    }
+    let report = LibtestReport::new(&exit.output.text);
+    let Some(verdict) = test_path(test).and_then(|path| report.verdict(&path, true)) else {
+        return Vec::new();
+    };
+    // libtest exits 0 when nothing failed and 101 when something did;
+    // anything else means the process did not end the way libtest ends.
+    match (exit.status, verdict.outcome) {
+        (ExitStatus::Code(0), outcome) if outcome != Outcome::Fail => {}
+        (ExitStatus::Code(101), Outcome::Fail) => {}
+        _ => return Vec::new(),
+    }
+    vec![TestResult {
+        id: test.id.clone(),
+        outcome: verdict.outcome,
+        duration: exit.wall,
+        message: verdict.message,
+        output: exit.output.clone(),
+    }]
+}
+
+/// The results of a process that ran several tests one after another:
+/// every test with a `test <path> ... <status>` line (libtest prints it when
+/// the test ends), and, if the process died, a crash for the test it was
+/// running (the last `test <path> ... ` line without a status). Tests it
+/// never reached get no result, so the engine runs them again.
+fn collect_batch(tests: &[TestCase], exit: &ProcessExit) -> Vec<TestResult> {
+    let report = LibtestReport::new(&exit.output.text);
+    let mut results = Vec::new();
+    let mut unfinished = None;
+    // Raw output written straight to fd 1 can break a `test <path> ...`
+    // line; when libtest ended saying every test passed, those passed too.
+    let all_passed = exit.status == ExitStatus::Code(0)
+        && !exit.terminated
+        && report.summary_counts() == Some((tests.len() as u64, 0, 0));
+    for test in tests {
+        let Some(path) = test_path(test) else {
+            continue;
+        };
+        match report.verdict(&path, false) {
+            Some(verdict) => {
+                let section = report
+                    .section(&path)
+                    .map(|text| shoal_core::CapturedOutput {
+                        text,
+                        truncated_bytes: 0,
+                    });
+                results.push((test, verdict, section));
+            }
+            None if all_passed => {
+                let verdict = Verdict {
+                    outcome: Outcome::Pass,
+                    message: None,
+                };
+                // Which test printed what cannot be told: it gets it all.
+                results.push((test, verdict, Some(exit.output.clone())));
+            }
+            None if report.started(&path) => unfinished = Some(test),
+            None => {}
         }
     }
+    // Tests finished in order: without per-test times, share the wall time
+    // evenly among the tests that ran.
+    let ran = results.len() + usize::from(unfinished.is_some());
+    let each = exit.wall / ran.max(1) as u32;
+    let mut out: Vec<TestResult> = results
+        .into_iter()
+        .map(|(test, verdict, section)| TestResult {
+            id: test.id.clone(),
+            outcome: verdict.outcome,
+            duration: each,
+            message: verdict.message,
+            output: section.unwrap_or_default(),
+        })
+        .collect();
+    let ended_as_libtest = matches!(exit.status, ExitStatus::Code(0 | 101));
+    if let Some(test) = unfinished.filter(|_| !exit.terminated && !ended_as_libtest) {
+        out.push(TestResult {
+            id: test.id.clone(),
+            outcome: Outcome::Crash,
+            duration: each,
+            message: Some(format!(
+                "the test binary died ({}) while this test was running",
+                exit.status
+            )),
+            output: exit.output.clone(),
+        });
+    }
+    out
 }
 
 /// The libtest path of a test: from its runner data, else from its name.
@@ -481,10 +619,13 @@ async fn list_binary(
         crate_name: binary.crate_name.clone(),
         test,
         ignored,
+        start_us: 0,
     };
     let mut run_env = runner(String::new(), false).cargo_env(cargo);
     run_env.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let t0 = std::time::Instant::now();
     let all = list_tests(&binary, &run_env, false).await?;
+    let start_us = t0.elapsed().as_micros().try_into().unwrap_or(u64::MAX);
     let ignored: HashSet<String> = list_tests(&binary, &run_env, true)
         .await?
         .into_iter()
@@ -493,7 +634,10 @@ async fn list_binary(
         .into_iter()
         .map(|test| {
             let is_ignored = ignored.contains(&test);
-            runner(test, is_ignored)
+            CargoRunner {
+                start_us,
+                ..runner(test, is_ignored)
+            }
         })
         .collect();
     Ok((binary, runners))
@@ -615,8 +759,49 @@ impl<'a> LibtestReport<'a> {
         }
     }
 
+    /// Whether libtest began `path`: its `test <path> ... ` line is there,
+    /// with or without a status.
+    fn started(&self, path: &str) -> bool {
+        let plain = format!("test {path} ...");
+        let should_panic = format!("test {path} - should panic ...");
+        self.lines
+            .iter()
+            .any(|l| l.starts_with(plain.as_str()) || l.starts_with(should_panic.as_str()))
+    }
+
+    /// The captured output libtest printed for a failed `path` (its
+    /// `---- <path> stdout ----` section).
+    fn section(&self, path: &str) -> Option<String> {
+        let lines = self.section_lines(path)?;
+        Some(lines.join("\n"))
+    }
+
+    fn section_lines(&self, path: &str) -> Option<Vec<&'a str>> {
+        let header = format!("---- {path} stdout ----");
+        let start = self.lines.iter().position(|l| *l == header)? + 1;
+        Some(
+            self.lines[start..]
+                .iter()
+                .copied()
+                .take_while(|l| {
+                    !(l.starts_with("---- ") && l.ends_with(" stdout ----")) && *l != "failures:"
+                })
+                .collect(),
+        )
+    }
+
     /// The outcome of a one-test run from the last `test result:` line.
     fn summary_outcome(&self) -> Option<Outcome> {
+        match self.summary_counts()? {
+            (1, 0, 0) => Some(Outcome::Pass),
+            (0, 1, 0) => Some(Outcome::Fail),
+            (0, 0, 1) => Some(Outcome::Skip),
+            _ => None,
+        }
+    }
+
+    /// Passed, failed and ignored counts of the last `test result:` line.
+    fn summary_counts(&self) -> Option<(u64, u64, u64)> {
         let summary = self
             .lines
             .iter()
@@ -638,27 +823,14 @@ impl<'a> LibtestReport<'a> {
                 _ => {}
             }
         }
-        match (passed?, failed?, ignored?) {
-            (1, 0, 0) => Some(Outcome::Pass),
-            (0, 1, 0) => Some(Outcome::Fail),
-            (0, 0, 1) => Some(Outcome::Skip),
-            _ => None,
-        }
+        Some((passed?, failed?, ignored?))
     }
 
     /// The panic message in the `---- <path> stdout ----` section, else the
     /// section's first line (`note: test did not panic as expected ...`,
     /// `Error: ...` from a test returning `Err`).
     fn failure_message(&self, path: &str) -> Option<String> {
-        let header = format!("---- {path} stdout ----");
-        let start = self.lines.iter().position(|l| *l == header)? + 1;
-        let section: Vec<&str> = self.lines[start..]
-            .iter()
-            .copied()
-            .take_while(|l| {
-                !(l.starts_with("---- ") && l.ends_with(" stdout ----")) && *l != "failures:"
-            })
-            .collect();
+        let section = self.section_lines(path)?;
         if let Some(message) = panic_message(&section) {
             return Some(message);
         }
@@ -832,6 +1004,16 @@ mod tests {
             crate_name: "api".to_owned(),
             test: test.to_owned(),
             ignored: false,
+            start_us: 1500,
+        }
+    }
+
+    fn case_in(exe: &str, test: &str) -> TestCase {
+        let mut r = runner(test);
+        r.exe = exe.to_owned();
+        TestCase {
+            runner: Some(serde_json::to_string(&r).unwrap()),
+            ..case(test)
         }
     }
 
@@ -848,7 +1030,10 @@ mod tests {
         BatchCtx {
             suite: SuiteConfig {
                 name: "s".to_owned(),
-                adapter: AdapterConfig::Cargo { args: Vec::new() },
+                adapter: AdapterConfig::Cargo {
+                    args: Vec::new(),
+                    share: Default::default(),
+                },
                 root: PathBuf::from("/w/fx"),
                 env: BTreeMap::new(),
                 timeout: Duration::from_secs(1),
@@ -864,19 +1049,20 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             output_cap: 4096,
+            estimates: Default::default(),
         }
     }
 
     #[test]
-    fn plan_runs_each_test_alone_with_cargo_env() {
-        let tests = [case("a::one"), case("two")];
+    fn plan_runs_a_lone_test_alone_with_cargo_env() {
+        let tests = [case("a::one")];
         let ctx = batch_ctx(&[
             ("CARGO", "/bin/cargo"),
             ("SHOAL_SLOT", "3"),
             ("CARGO_PKG_NAME", "mine"),
         ]);
         let invocations = CargoAdapter::new(Vec::new()).plan(&tests, &ctx);
-        assert_eq!(invocations.len(), 2);
+        assert_eq!(invocations.len(), 1);
         let inv = &invocations[0];
         assert_eq!(inv.tests, [tests[0].clone()]);
         assert_eq!(
@@ -901,6 +1087,98 @@ mod tests {
         assert_eq!(env["SHOAL_SLOT"], "3");
         assert_eq!(env["CARGO_PKG_NAME"], "mine", "the suite's env wins");
         assert!(!env.contains_key("RUST_BACKTRACE"));
+    }
+
+    #[test]
+    fn plan_shares_a_process_between_tiny_tests_of_one_binary() {
+        let tests = [
+            case_in("/t/a", "one"),
+            case_in("/t/a", "two"),
+            case_in("/t/b", "three"),
+            case_in("/t/a", "four"),
+        ];
+        let mut ctx = batch_ctx(&[]);
+        let argvs = |ctx: &BatchCtx| -> Vec<Vec<String>> {
+            let invocations = CargoAdapter::new(Vec::new()).plan(&tests, ctx);
+            invocations.iter().map(|i| i.spec.argv.clone()).collect()
+        };
+        // No history: a process each.
+        let singles: Vec<Vec<String>> = ["one", "two", "three", "four"]
+            .iter()
+            .zip(["/t/a", "/t/a", "/t/b", "/t/a"])
+            .map(|(t, exe)| batch_argv(exe, [*t]))
+            .collect();
+        assert_eq!(argvs(&ctx), singles);
+        // Known to take less than the start-up (1.5 ms): shared.
+        for t in &tests {
+            ctx.estimates
+                .insert(t.id.name.clone(), Duration::from_micros(200));
+        }
+        assert_eq!(
+            argvs(&ctx),
+            [
+                batch_argv("/t/a", ["one", "two", "four"]),
+                batch_argv("/t/b", ["three"]),
+            ]
+        );
+        let invocations = CargoAdapter::new(Vec::new()).plan(&tests, &ctx);
+        assert_eq!(
+            invocations[0].tests,
+            [tests[0].clone(), tests[1].clone(), tests[3].clone()]
+        );
+        assert_eq!(invocations[0].time_limit, Some(ctx.suite.timeout));
+        assert_eq!(invocations[1].time_limit, None);
+        // `share_processes` overrides the measurement either way.
+        let plan_with = |share| -> Vec<Vec<String>> {
+            let adapter = CargoAdapter::new(Vec::new()).sharing(share);
+            adapter
+                .plan(&tests, &ctx)
+                .iter()
+                .map(|i| i.spec.argv.clone())
+                .collect()
+        };
+        assert_eq!(plan_with(ShareProcesses::Never), singles);
+        let mut cold = batch_ctx(&[]);
+        cold.estimates.clear();
+        let always: Vec<Vec<String>> = CargoAdapter::new(Vec::new())
+            .sharing(ShareProcesses::Always)
+            .plan(&tests, &cold)
+            .iter()
+            .map(|i| i.spec.argv.clone())
+            .collect();
+        assert_eq!(
+            always,
+            [
+                batch_argv("/t/a", ["one", "two", "four"]),
+                batch_argv("/t/b", ["three"]),
+            ]
+        );
+        // A slow one keeps its own process.
+        ctx.estimates
+            .insert(tests[1].id.name.clone(), Duration::from_millis(20));
+        assert_eq!(
+            argvs(&ctx),
+            [
+                batch_argv("/t/a", ["one", "four"]),
+                batch_argv("/t/a", ["two"]),
+                batch_argv("/t/b", ["three"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn batch_overhead_is_the_binarys_measured_start_up() {
+        let adapter = CargoAdapter::new(Vec::new());
+        let discovery = Duration::from_secs(30);
+        assert_eq!(
+            adapter.batch_overhead(&case("x"), discovery),
+            Duration::from_micros(1500)
+        );
+        let unknown = TestCase {
+            runner: None,
+            ..case("x")
+        };
+        assert_eq!(adapter.batch_overhead(&unknown, discovery), Duration::ZERO);
     }
 
     #[test]
@@ -936,6 +1214,7 @@ mod tests {
             },
             tests: tests.to_vec(),
             junit: None,
+            time_limit: None,
         };
         CargoAdapter::new(Vec::new()).collect(&inv, exit, &[])
     }
@@ -1057,6 +1336,58 @@ mod tests {
             outcome_and_message(&results),
             [(Outcome::Pass, None), (Outcome::Fail, Some("boom"))]
         );
+    }
+
+    #[test]
+    fn a_batch_keeps_each_failures_own_output_and_shares_the_wall_time() {
+        let out = "running 2 tests\ntest a::one ... ok\ntest two ... FAILED\n\nfailures:\n\n---- two stdout ----\nprinted by two\nthread 'two' panicked at tests/api.rs:3:5:\nboom\n\nfailures:\n    two\n\ntest result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n";
+        let results = collect(
+            &[case("a::one"), case("two")],
+            &exit(ExitStatus::Code(101), out),
+        );
+        assert_eq!(results[0].output.text, "");
+        assert!(results[1].output.text.starts_with("printed by two\n"));
+        assert!(!results[1].output.text.contains("a::one"));
+        assert_eq!(results[0].duration, Duration::from_millis(617));
+    }
+
+    #[test]
+    fn a_batch_that_dies_blames_the_running_test_and_leaves_the_rest() {
+        let out = "running 3 tests\ntest a::one ... ok\ntest two ... ";
+        let tests = [case("a::one"), case("two"), case("three")];
+        let results = collect(&tests, &exit(ExitStatus::Signal(11), out));
+        assert_eq!(
+            outcome_and_message(&results),
+            [
+                (Outcome::Pass, None),
+                (
+                    Outcome::Crash,
+                    Some("the test binary died (killed by signal 11) while this test was running")
+                )
+            ]
+        );
+        assert_eq!(results[1].id, tests[1].id);
+        // Stopped by shoal (timeout, interrupt): finished tests only.
+        let mut stopped = exit(ExitStatus::Signal(15), out);
+        stopped.terminated = true;
+        let results = collect(&tests, &stopped);
+        assert_eq!(outcome_and_message(&results), [(Outcome::Pass, None)]);
+    }
+
+    #[test]
+    fn a_batch_whose_lines_raw_output_broke_passes_when_libtest_says_all_passed() {
+        let out = "running 2 tests\ntest a::one ... raw\nbytes ok\ntest two ... ok\n\ntest result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n";
+        let tests = [case("a::one"), case("two")];
+        let results = collect(&tests, &exit(ExitStatus::Code(0), out));
+        assert_eq!(
+            outcome_and_message(&results),
+            [(Outcome::Pass, None), (Outcome::Pass, None)]
+        );
+        // Unless something failed: then the broken one is unknown.
+        let out = out.replace("2 passed; 0 failed", "1 passed; 1 failed");
+        let results = collect(&tests, &exit(ExitStatus::Code(101), &out));
+        assert_eq!(results.len(), 1);
+        assert_eq!(results[0].id, tests[1].id);
     }
 
     #[test]

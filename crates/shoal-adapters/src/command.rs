@@ -109,6 +109,7 @@ impl Adapter for CommandAdapter {
             spec,
             tests: tests.to_vec(),
             junit: Some(report),
+            time_limit: None,
         }]
     }
 
@@ -351,6 +352,7 @@ mod tests {
             batch_seq: 7,
             env: BTreeMap::from([("A".into(), "1".into())]),
             output_cap: 1000,
+            estimates: Default::default(),
         };
         (
             CommandAdapter::new(CommandLine::Shell("true".into()), run, junit),

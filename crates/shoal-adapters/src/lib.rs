@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use shoal_core::config::SuiteConfig;
 use shoal_core::{CapturedOutput, Outcome, TestCase, TestResult};
 use shoal_exec::{ProcessExit, ProcessSpec};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -31,6 +31,9 @@ pub struct BatchCtx {
     /// Environment for the test processes (suite env + SHOAL_* variables).
     pub env: BTreeMap<String, String>,
     pub output_cap: u64,
+    /// What history says each test of the batch takes (by test name);
+    /// tests missing here have no history.
+    pub estimates: HashMap<String, Duration>,
 }
 
 /// One process of a batch, and the tests it runs.
@@ -41,6 +44,9 @@ pub struct Invocation {
     pub tests: Vec<TestCase>,
     /// Where the process writes a JUnit report, if it does.
     pub junit: Option<PathBuf>,
+    /// The whole process's time limit when it reports no per-test progress;
+    /// `None`: the suite's timeout for each of its tests.
+    pub time_limit: Option<Duration>,
 }
 
 /// A message a runner sent on the progress pipe.
@@ -93,11 +99,13 @@ pub trait Adapter: Send + Sync + std::fmt::Debug {
     async fn discover(&self, ctx: &DiscoverCtx) -> Result<Vec<TestCase>, AdapterError>;
     /// Plans the processes that run `tests` (all of this suite), run in order.
     fn plan(&self, tests: &[TestCase], ctx: &BatchCtx) -> Vec<Invocation>;
-    /// What starting one batch costs, given how long discovery took. The
-    /// default takes discovery's time (an interpreter's start-up plus
-    /// collection) as the estimate; adapters that start a process per test
-    /// anyway return zero.
-    fn batch_overhead(&self, discovery: Duration) -> Duration {
+    /// What starting one batch holding `test` costs, given how long the
+    /// suite's discovery took. The default takes discovery's time (an
+    /// interpreter's start-up plus collection) as the estimate; adapters
+    /// that measured a better figure per test (cargo: the start-up of the
+    /// test's binary) return that. The scheduler sizes batches to at least
+    /// twice this, so a cheap start-up means one process per test.
+    fn batch_overhead(&self, _test: &TestCase, discovery: Duration) -> Duration {
         discovery
     }
     /// File-name globs of the files under the suite root whose contents
@@ -157,7 +165,9 @@ pub fn adapter_for(suite: &SuiteConfig) -> Box<dyn Adapter> {
         } => Box::new(
             pytest::PytestAdapter::new(python.clone(), args.clone()).with_persistent(*persistent),
         ),
-        AdapterConfig::Cargo { args } => Box::new(cargo::CargoAdapter::new(args.clone())),
+        AdapterConfig::Cargo { args, share } => {
+            Box::new(cargo::CargoAdapter::new(args.clone()).sharing(*share))
+        }
         AdapterConfig::Command { list, run, junit } => Box::new(command::CommandAdapter::new(
             list.clone(),
             run.clone(),

@@ -302,6 +302,7 @@ impl Adapter for PytestAdapter {
             spec,
             tests,
             junit: Some(junit),
+            time_limit: None,
         }]
     }
 
@@ -334,6 +335,7 @@ impl Adapter for PytestAdapter {
             },
             tests: Vec::new(),
             junit: None,
+            time_limit: None,
         })
     }
 
@@ -722,6 +724,7 @@ mod tests {
                 ("SHOAL_SLOT".into(), "2".into()),
             ]),
             output_cap: 4096,
+            estimates: Default::default(),
         }
     }
 

@@ -227,6 +227,8 @@ pub struct SuiteSection {
     pub python: Option<Spanned<String>>,
     /// pytest: one long-lived pytest per slot (true) or one per batch.
     pub persistent: Option<Spanned<bool>>,
+    /// cargo: whether tests of one binary may share a process.
+    pub share_processes: Option<Spanned<String>>,
     /// command: prints one test id per line.
     pub list: Option<Spanned<CommandLine>>,
     /// command: runs tests; `{tests}` expands to one argv entry per id and
@@ -252,6 +254,18 @@ pub struct RunSettings {
     pub fail_on_flaky: bool,
 }
 
+/// Whether a cargo suite's tests of one binary may share a process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ShareProcesses {
+    /// Tests that history says take less than their binary's start-up do.
+    #[default]
+    Auto,
+    /// A process per test, always (as cargo-nextest).
+    Never,
+    /// The tests of one binary in one batch always share a process.
+    Always,
+}
+
 /// How a suite's tests are listed and run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdapterConfig {
@@ -264,6 +278,7 @@ pub enum AdapterConfig {
     },
     Cargo {
         args: Vec<String>,
+        share: ShareProcesses,
     },
     Command {
         list: CommandLine,
@@ -520,6 +535,11 @@ fn resolve_suite(
             reject("list", s.list.as_ref().map(|v| v.span()), "pytest")?;
             reject("run", s.run.as_ref().map(|v| v.span()), "pytest")?;
             reject("junit", s.junit.as_ref().map(|v| v.span()), "pytest")?;
+            reject(
+                "share_processes",
+                s.share_processes.as_ref().map(|v| v.span()),
+                "pytest",
+            )?;
             AdapterConfig::Pytest {
                 python: s
                     .python
@@ -536,6 +556,22 @@ fn resolve_suite(
         }
         "cargo" => {
             reject("python", s.python.as_ref().map(|v| v.span()), "cargo")?;
+            let share = match &s.share_processes {
+                None => ShareProcesses::Auto,
+                Some(v) => match v.get_ref().as_str() {
+                    "auto" => ShareProcesses::Auto,
+                    "never" => ShareProcesses::Never,
+                    "always" => ShareProcesses::Always,
+                    other => {
+                        return Err(ctx.err(
+                            Some(v.span()),
+                            format!("`share_processes` must be \"auto\", \"never\" or \"always\", not {other:?}"),
+                            "unknown value",
+                            None,
+                        ));
+                    }
+                },
+            };
             reject(
                 "persistent",
                 s.persistent.as_ref().map(|v| v.span()),
@@ -550,6 +586,7 @@ fn resolve_suite(
                     .as_ref()
                     .map(|a| a.get_ref().clone())
                     .unwrap_or_default(),
+                share,
             }
         }
         "command" => {
@@ -560,6 +597,11 @@ fn resolve_suite(
                 "command",
             )?;
             reject("args", s.args.as_ref().map(|v| v.span()), "command")?;
+            reject(
+                "share_processes",
+                s.share_processes.as_ref().map(|v| v.span()),
+                "command",
+            )?;
             let Some(list) = &s.list else {
                 return Err(ctx.err(
                     Some(adapter.span()),
@@ -750,6 +792,18 @@ run = ["./run.sh", "--junit", "{junit}", "{tests}"]
 
     #[test]
     fn pytest_runner_can_be_per_batch() {
+        let c = parse("[suites.rs]\nadapter = \"cargo\"\nshare_processes = \"never\"\n").unwrap();
+        assert_eq!(
+            c.suites[0].adapter,
+            AdapterConfig::Cargo {
+                args: Vec::new(),
+                share: ShareProcesses::Never,
+            }
+        );
+        let e =
+            parse("[suites.rs]\nadapter = \"cargo\"\nshare_processes = \"some\"\n").unwrap_err();
+        assert!(e.message.contains("share_processes"), "{}", e.message);
+        assert!(parse("[suites.py]\nadapter = \"pytest\"\nshare_processes = \"never\"\n").is_err());
         let c = parse("[suites.py]\nadapter = \"pytest\"\npersistent = false\n").unwrap();
         assert!(matches!(
             c.suites[0].adapter,

@@ -180,7 +180,10 @@ mod tests {
     #[test]
     fn adapters_without_inputs_are_not_cached() {
         let dir = tempfile::tempdir().unwrap();
-        let adapter = AdapterConfig::Cargo { args: vec![] };
+        let adapter = AdapterConfig::Cargo {
+            args: vec![],
+            share: Default::default(),
+        };
         let s = Config::zero_config(
             dir.path(),
             vec![("rs".into(), adapter, dir.path().to_owned())],

@@ -299,10 +299,7 @@ pub async fn run(
     let mut planned = Vec::new();
     for d in &discovered {
         let cfg = &d.suite.config;
-        let batch_overhead = d
-            .suite
-            .adapter
-            .batch_overhead(std::time::Duration::from_secs_f64(d.fresh_duration));
+        let discovery = std::time::Duration::from_secs_f64(d.fresh_duration);
         let mut tests: Vec<PlannedTest> = d
             .selected
             .iter()
@@ -311,7 +308,7 @@ pub async fn run(
                 estimate: cfg.default_duration,
                 retries: req.retries.unwrap_or(cfg.retries),
                 max_batch: cfg.max_batch,
-                batch_overhead,
+                batch_overhead: d.suite.adapter.batch_overhead(case, discovery),
             })
             .collect();
         shoal_sched::fill_estimates(&mut tests, &known, cfg.default_duration);

@@ -63,7 +63,10 @@ pub fn detect_suites(root: &Path) -> Vec<(String, AdapterConfig, PathBuf)> {
         };
         suites.push((
             "cargo".to_owned(),
-            AdapterConfig::Cargo { args },
+            AdapterConfig::Cargo {
+                args,
+                share: Default::default(),
+            },
             root.to_owned(),
         ));
     }
@@ -122,7 +125,8 @@ mod tests {
         assert_eq!(
             s[1].1,
             AdapterConfig::Cargo {
-                args: vec!["--workspace".into()]
+                args: vec!["--workspace".into()],
+                share: Default::default(),
             }
         );
     }

@@ -124,6 +124,11 @@ impl SlotCtx {
             batch_seq: seq,
             env,
             output_cap: self.output_cap,
+            estimates: lease
+                .items
+                .iter()
+                .map(|e| (e.case.id.name.clone(), e.estimate))
+                .collect(),
         };
         let runner = LeaseRunner {
             slot: self,
@@ -493,8 +498,11 @@ impl LeaseRunner<'_> {
         }
 
         // Wait for exit; without progress, the whole process gets `timeout`
-        // per test.
-        let overall = Instant::now() + timeout.saturating_mul(inv.tests.len().max(1) as u32);
+        // per test, unless the adapter set a limit for it.
+        let limit = inv
+            .time_limit
+            .unwrap_or_else(|| timeout.saturating_mul(inv.tests.len().max(1) as u32));
+        let overall = Instant::now() + limit;
         let wait = proc.wait();
         tokio::pin!(wait);
         let exit = loop {

@@ -43,7 +43,7 @@ pub fn render(root: &Path, suites: &[(String, AdapterConfig, PathBuf)]) -> Strin
                     toml_list(args)
                 );
             }
-            AdapterConfig::Cargo { args } => {
+            AdapterConfig::Cargo { args, .. } => {
                 let _ = writeln!(
                     out,
                     "# Extra `cargo test --no-run` arguments (features, packages):\nargs = {}",
@@ -87,6 +87,7 @@ mod tests {
                 "cargo".to_owned(),
                 AdapterConfig::Cargo {
                     args: vec!["--workspace".into()],
+                    share: Default::default(),
                 },
                 root.join("rust"),
             ),

@@ -35,7 +35,10 @@ fn target_dir(name: &str) -> PathBuf {
 fn suite(root: PathBuf) -> SuiteConfig {
     SuiteConfig {
         name: "fixture".to_owned(),
-        adapter: AdapterConfig::Cargo { args: Vec::new() },
+        adapter: AdapterConfig::Cargo {
+            args: Vec::new(),
+            share: Default::default(),
+        },
         root,
         env: BTreeMap::new(),
         timeout: Duration::from_secs(60),
@@ -87,6 +90,7 @@ fn batch_ctx(env: &[(&str, &str)], output_cap: u64) -> BatchCtx {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         output_cap,
+        estimates: Default::default(),
     }
 }
 

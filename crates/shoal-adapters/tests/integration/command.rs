@@ -69,6 +69,7 @@ fn batch(suite: SuiteConfig, dir: &Path, seq: u64) -> BatchCtx {
         batch_seq: seq,
         env: BTreeMap::new(),
         output_cap: 4096,
+        estimates: Default::default(),
     }
 }
 

@@ -101,6 +101,7 @@ fn batch_ctx(root: &Path, dir: &Path, env: &[(&str, &str)]) -> BatchCtx {
         batch_seq: 1,
         env,
         output_cap: CAP,
+        estimates: Default::default(),
     }
 }
 

@@ -168,7 +168,25 @@ fn pytest_flood_of_output_is_capped() {
 
 #[test]
 fn cargo_hang_and_crashes_are_attributed_and_contained() {
+    cargo_chaos(false);
+}
+
+/// Tests of one binary sharing libtest processes (`share_processes =
+/// "always"`; "auto" does so for tests history says are tiny): a hang or
+/// crash is still pinned on its test, and the tests after it still run.
+#[test]
+fn cargo_shared_processes_keep_hangs_and_crashes_attributed() {
+    cargo_chaos(true);
+}
+
+fn cargo_chaos(shared: bool) {
     let project = Project::cargo();
+    if shared {
+        project.write(
+            "shoal.toml",
+            "[suites.cargo]\nadapter = \"cargo\"\nshare_processes = \"always\"\n",
+        );
+    }
     let list = project.shoal(["list"]).run();
     list.assert_code(0);
     let all = listed_names(&list, "cargo");
@@ -207,6 +225,11 @@ fn cargo_hang_and_crashes_are_attributed_and_contained() {
 
     let events = Events::read(&json);
     events.assert_one_final_each("cargo", &all);
+    assert_eq!(
+        shared_starts(&events) > 0,
+        shared,
+        "tests of one binary share processes only when configured to"
+    );
     assert_eq!(
         broken_runners(&events),
         BTreeMap::from([
@@ -265,4 +288,17 @@ fn cargo_hang_and_crashes_are_attributed_and_contained() {
     let report = Junit::read(&junit);
     report.assert_self_consistent();
     assert_eq!(report.cases.len(), all.len());
+}
+
+/// First attempts that started at the same instant as another first attempt
+/// of the same binary on the same slot: tests that shared one process.
+fn shared_starts(events: &Events) -> usize {
+    let mut seen = std::collections::HashMap::new();
+    for a in events.attempts().into_iter().filter(|a| a.attempt == 1) {
+        let binary = a.test.split_once(' ').map_or("", |(b, _)| b).to_owned();
+        *seen
+            .entry((binary, a.slot, a.start.to_bits()))
+            .or_insert(0usize) += 1;
+    }
+    seen.values().filter(|n| **n > 1).map(|n| n - 1).sum()
 }
