@@ -40,7 +40,8 @@ def gen_pytest(root, ds, per_file):
         with open(os.path.join(root, "tests", f"test_bench_{start // per_file:03}.py"), "w") as f:
             f.write("import os, sys\nsys.path.insert(0, os.path.dirname(__file__))\nfrom benchwork import work\n\n")
             for i, d in enumerate(chunk):
-                f.write(f"def test_{start + i:04}():\n    work({d:.4f})\n\n")
+                body = "pass" if d == 0 else f"work({d:.4f})"
+                f.write(f"def test_{start + i:04}():\n    {body}\n\n")
 
 
 def gen_cargo(root, ds, per_file):
@@ -60,7 +61,8 @@ def gen_cargo(root, ds, per_file):
         chunk = ds[start:start + per_file]
         with open(os.path.join(root, "tests", f"bench_{start // per_file:03}.rs"), "w") as f:
             for i, d in enumerate(chunk):
-                f.write(f"#[test]\nfn t{start + i:04}() {{ bench_suite::work({d:.4f}); }}\n")
+                body = "" if d == 0 else f" bench_suite::work({d:.4f}); "
+                f.write(f"#[test]\nfn t{start + i:04}() {{{body}}}\n")
 
 
 def main():
@@ -73,8 +75,9 @@ def main():
     p.add_argument("--sigma", type=float, default=1.0)
     p.add_argument("--max", type=float, default=2.0)
     p.add_argument("--per-file", type=int, default=25)
+    p.add_argument("--trivial", action="store_true", help="every test does nothing (measures overhead)")
     a = p.parse_args()
-    ds = durations(a.tests, a.seed, a.median, a.sigma, a.max)
+    ds = [0.0] * a.tests if a.trivial else durations(a.tests, a.seed, a.median, a.sigma, a.max)
     (gen_pytest if a.kind == "pytest" else gen_cargo)(a.dir, ds, a.per_file)
     print(f"{a.kind}: {a.tests} tests, total {sum(ds):.2f}s, longest {max(ds):.2f}s")
 

@@ -1,10 +1,9 @@
 //! Integration tests of shoal-sched through its public API: randomized
-//! protocol interleavings against a reference model, the makespan simulator,
-//! and a throughput check.
+//! protocol interleavings against a reference model and the makespan
+//! simulator. (Throughput is a benchmark: `benches/throughput.rs`.)
 
 mod invariants;
 mod sim;
-mod throughput;
 
 use shoal_core::{TestCase, TestId};
 use shoal_sched::PlannedTest;
