@@ -12,9 +12,12 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-/// Messages from slots to the coordinator.
+/// Messages from slots to the coordinator (in local mode, over a channel;
+/// a remote worker forwards the ones [`SlotCtx::run_lease`] sends over gRPC).
+///
+/// [`SlotCtx::run_lease`]: crate::SlotCtx::run_lease
 #[derive(Debug)]
-pub(crate) enum ToCoord {
+pub enum ToCoord {
     Ask {
         slot: u32,
         reply: oneshot::Sender<Option<Lease>>,

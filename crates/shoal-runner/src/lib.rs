@@ -35,6 +35,8 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use coordinator::ToCoord as SlotMessage;
+pub use slot::{Persistent, SlotCtx};
 pub use tokio_util::sync::CancellationToken as Cancel;
 
 /// A suite ready to run: its config and its adapter.

@@ -24,8 +24,11 @@ use tokio_util::sync::CancellationToken;
 /// Grace given to processes killed because the run was interrupted.
 const CANCEL_GRACE: Duration = Duration::from_millis(500);
 
-/// Everything a slot needs, shared read-only with the engine.
-pub(crate) struct SlotCtx {
+/// Everything a slot needs, shared read-only with the engine. A remote
+/// worker builds one per (run, slot) and calls [`SlotCtx::prepare`] once,
+/// then [`SlotCtx::run_lease`] per batch, forwarding what arrives on `tx`.
+#[derive(Debug)]
+pub struct SlotCtx {
     pub slot: u32,
     pub worker: String,
     pub run_id: String,
@@ -54,29 +57,30 @@ impl SlotCtx {
         ])
     }
 
+    /// Creates the slot's directories and runs `slot_setup`.
+    pub async fn prepare(&self) -> Result<(), String> {
+        std::fs::create_dir_all(self.scratch.join("tmp")).map_err(|e| {
+            format!(
+                "failed to create slot directory {}: {e}",
+                self.scratch.display()
+            )
+        })?;
+        if let Some(hook) = &self.slot_setup {
+            crate::hooks::run_hook("slot_setup", hook, &self.project_root, &self.base_env())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     /// The slot's main loop: set up, then run batches until there are none.
-    pub async fn run(self) {
-        if let Err(e) = std::fs::create_dir_all(self.scratch.join("tmp")) {
+    pub(crate) async fn run(self) {
+        if let Err(error) = self.prepare().await {
             let _ = self.tx.send(ToCoord::SlotFailed {
                 slot: self.slot,
-                error: format!(
-                    "failed to create slot directory {}: {e}",
-                    self.scratch.display()
-                ),
+                error,
             });
             return;
-        }
-        if let Some(hook) = &self.slot_setup {
-            if let Err(e) =
-                crate::hooks::run_hook("slot_setup", hook, &self.project_root, &self.base_env())
-                    .await
-            {
-                let _ = self.tx.send(ToCoord::SlotFailed {
-                    slot: self.slot,
-                    error: e.to_string(),
-                });
-                return;
-            }
         }
         let mut seq = 0u64;
         let mut runners: HashMap<String, Persistent> = HashMap::new();
@@ -100,6 +104,11 @@ impl SlotCtx {
                 token: lease.token,
             });
         }
+        self.close(&mut runners).await;
+    }
+
+    /// Stops the slot's persistent runners.
+    pub async fn close(&self, runners: &mut HashMap<String, Persistent>) {
         for (_, runner) in runners.drain() {
             if let Persistent::Live { proc, .. } = runner {
                 shut_down(proc, self.kill_grace).await;
@@ -107,7 +116,15 @@ impl SlotCtx {
         }
     }
 
-    async fn run_lease(&self, lease: &Lease, seq: u64, runners: &mut HashMap<String, Persistent>) {
+    /// Runs one batch (`seq` unique within the slot), sending what happens
+    /// on `tx`: [`ToCoord::Started`], [`ToCoord::Result`] and notices. Tests
+    /// left without a result are the caller's to release.
+    pub async fn run_lease(
+        &self,
+        lease: &Lease,
+        seq: u64,
+        runners: &mut HashMap<String, Persistent>,
+    ) {
         let Some(first) = lease.items.first() else {
             return;
         };
@@ -163,7 +180,7 @@ impl SlotCtx {
 }
 
 /// A suite's long-lived runner on one slot.
-pub(crate) enum Persistent {
+pub enum Persistent {
     /// None running: start one for the next batch.
     Idle,
     Live {
@@ -174,6 +191,16 @@ pub(crate) enum Persistent {
     },
     /// It could not serve: this slot runs the suite one process per batch.
     Unavailable,
+}
+
+impl std::fmt::Debug for Persistent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Persistent::Idle => f.write_str("Idle"),
+            Persistent::Live { batches, .. } => write!(f, "Live {{ batches: {batches} }}"),
+            Persistent::Unavailable => f.write_str("Unavailable"),
+        }
+    }
 }
 
 /// Closes a persistent runner's stdin (its signal to exit) and waits for it,
