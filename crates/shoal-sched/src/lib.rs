@@ -16,6 +16,9 @@
 //! 5. Repeat until [`Scheduler::is_finished`]; [`Scheduler::cancel_all`] on
 //!    an interrupt.
 //!
+//! A restarted coordinator plans the same tests again and calls
+//! [`Scheduler::restore`] with what its store recorded before going on.
+//!
 //! Every planned execution ends with exactly one final decision (or is
 //! returned by `cancel_all`). Why the policies are what they are is in
 //! `docs/design/scheduler.md`.
@@ -28,4 +31,4 @@ mod scheduler;
 pub use estimate::{EstimateSummary, fill_estimates};
 pub use ids::{ExecId, LeaseId, SlotId};
 pub use plan::{PlannedTest, SchedConfig, SchedError};
-pub use scheduler::{Decision, Execution, Expired, Lease, Scheduler, StaleLease};
+pub use scheduler::{Decision, Execution, Expired, Lease, Restored, Scheduler, StaleLease};

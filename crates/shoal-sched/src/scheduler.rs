@@ -7,7 +7,7 @@
 
 use crate::ids::{ExecId, LeaseId, SlotId};
 use crate::plan::{PlannedTest, SchedConfig, SchedError};
-use shoal_core::{FinalStatus, Outcome, RunCounts, TestCase};
+use shoal_core::{FinalStatus, Outcome, RunCounts, TestCase, TestId};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
@@ -792,6 +792,76 @@ impl Scheduler {
         out
     }
 
+    // ----- resuming -----
+
+    /// The execution of repetition `repeat` of test `id`.
+    pub fn exec_id(&self, id: &TestId, repeat: u32) -> Option<ExecId> {
+        let test = self.tests.iter().position(|t| &t.case.id == id)?;
+        (repeat < self.repeat).then(|| ExecId(test as u32 * self.repeat + repeat))
+    }
+
+    /// Brings a freshly planned scheduler (same tests, estimates and
+    /// repeat as the interrupted one, so the same [`ExecId`]s) up to what a
+    /// store recorded before a coordinator restart: final executions are
+    /// done, executions with failed attempts but no final status are queued
+    /// for their next attempt. Call once, before the first lease; returns
+    /// how many executions it restored.
+    pub fn restore(&mut self, recorded: &[Restored]) -> usize {
+        let mut n = 0;
+        for r in recorded {
+            let Some(st) = self.execs.get(r.exec.idx()) else {
+                continue;
+            };
+            if st.phase != Phase::Queued || st.attempt != 1 || r.attempts == 0 {
+                continue;
+            }
+            n += 1;
+            let est = self.tests[st.test as usize].estimate;
+            self.counts.attempts += r.attempts as usize;
+            self.failed_attempts += r.failures as usize;
+            let st = &mut self.execs[r.exec.idx()];
+            st.failures = r.failures;
+            match r.final_status {
+                Some(status) => {
+                    self.queued -= 1;
+                    self.queued_work = self.queued_work.saturating_sub(est);
+                    self.finish(r.exec, status);
+                }
+                None => {
+                    st.attempt = r.attempts + 1;
+                    self.front.push_back(r.exec);
+                }
+            }
+        }
+        // First attempts still in the longest-first queues: drop what is
+        // done or moved to the front; when done repetitions leave gaps, the
+        // test's queued repetitions go to the front instead.
+        for s in 0..self.main.len() {
+            let entries: Vec<Entry> = self.main[s].drain(..).collect();
+            for e in entries {
+                let fresh = |r: u32| {
+                    let st = &self.execs[(e.test * self.repeat + r) as usize];
+                    st.phase == Phase::Queued && st.attempt == 1
+                };
+                let reps: Vec<u32> = (e.next..self.repeat).filter(|&r| fresh(r)).collect();
+                let Some(&first) = reps.first() else { continue };
+                // An entry stands for repetitions `next..repeat`, all queued.
+                let whole = reps.iter().copied().eq(first..self.repeat);
+                if !whole {
+                    for &r in &reps {
+                        self.front.push_back(ExecId(e.test * self.repeat + r));
+                    }
+                    continue;
+                }
+                self.main[s].push_back(Entry {
+                    test: e.test,
+                    next: first,
+                });
+            }
+        }
+        n
+    }
+
     // ----- state -----
 
     /// Every execution is final or cancelled.
@@ -856,6 +926,18 @@ impl Scheduler {
     pub fn live_leases(&self) -> usize {
         self.leases.len()
     }
+}
+
+/// One execution as a store recorded it, for [`Scheduler::restore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    pub exec: ExecId,
+    /// Attempts recorded (at least 1).
+    pub attempts: u32,
+    /// Of those, the failed ones (fail, timeout, crash, lost).
+    pub failures: u32,
+    /// Set when the last recorded attempt was final.
+    pub final_status: Option<FinalStatus>,
 }
 
 /// A batch being built.

@@ -716,3 +716,85 @@ fn batch_overhead_keeps_tail_batches_worth_starting() {
     );
     assert_eq!(with_overhead.iter().sum::<usize>(), 40);
 }
+
+/// Runs the scheduler to the end with every attempt passing; returns the
+/// (test, repeat, attempt) of each execution it ran.
+fn drain(s: &mut Scheduler) -> Vec<(String, u32, u32)> {
+    let slot = SlotId::local(0);
+    let mut ran = Vec::new();
+    while let Some(l) = s.lease(slot, Duration::ZERO) {
+        for e in &l.items {
+            ran.push((e.case.id.name.clone(), e.repeat, e.attempt));
+            s.report(l.id, l.token, e.exec, Outcome::Pass, Duration::ZERO);
+        }
+        s.release(l.id, l.token, Duration::ZERO);
+    }
+    ran.sort();
+    ran
+}
+
+#[test]
+fn restore_skips_final_executions_and_resumes_retries_at_their_attempt() {
+    let plan = || {
+        vec![
+            with_retries(test("s", "a", 30), 2),
+            with_retries(test("s", "b", 20), 2),
+            with_retries(test("s", "c", 10), 2),
+        ]
+    };
+    let mut s = sched(plan(), 3, &[SlotId::local(0)]);
+    let id = |n: &str| TestId::new("s", n);
+    let exec = |s: &Scheduler, n: &str, r: u32| s.exec_id(&id(n), r).expect("planned");
+    let recorded = vec![
+        // a: repetition 1 passed; repetition 0 failed once (retry pending).
+        Restored {
+            exec: exec(&s, "a", 1),
+            attempts: 1,
+            failures: 0,
+            final_status: Some(FinalStatus::Passed),
+        },
+        Restored {
+            exec: exec(&s, "a", 0),
+            attempts: 1,
+            failures: 1,
+            final_status: None,
+        },
+        // b: every repetition final.
+        Restored {
+            exec: exec(&s, "b", 0),
+            attempts: 2,
+            failures: 1,
+            final_status: Some(FinalStatus::Flaky),
+        },
+        Restored {
+            exec: exec(&s, "b", 1),
+            attempts: 1,
+            failures: 0,
+            final_status: Some(FinalStatus::Passed),
+        },
+        Restored {
+            exec: exec(&s, "b", 2),
+            attempts: 1,
+            failures: 0,
+            final_status: Some(FinalStatus::Passed),
+        },
+    ];
+    assert_eq!(s.restore(&recorded), 5);
+    assert_eq!(s.finished(), 4);
+    assert_eq!(s.queued(), 5);
+    assert_eq!(s.counts().flaky, 1);
+    let ran = drain(&mut s);
+    let want: Vec<(String, u32, u32)> = vec![
+        ("a".into(), 0, 2),
+        ("a".into(), 2, 1),
+        ("c".into(), 0, 1),
+        ("c".into(), 1, 1),
+        ("c".into(), 2, 1),
+    ];
+    assert_eq!(ran, want);
+    assert!(s.is_finished());
+    assert_eq!(s.counts().passed, 2 + 2 + 3);
+    assert_eq!(s.counts().flaky, 2, "a#0 passed after a recorded failure");
+    assert_eq!(s.exec_id(&id("zz"), 0), None);
+    assert_eq!(s.exec_id(&id("a"), 3), None);
+}
