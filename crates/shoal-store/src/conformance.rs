@@ -3,14 +3,19 @@
 //! the same behaviour.
 //!
 //! Call [`run_all`] on a freshly created, empty store that uses the default
-//! estimate window ([`DEFAULT_ESTIMATE_WINDOW`]). Failures panic with a
-//! message naming the broken expectation.
+//! estimate window ([`DEFAULT_ESTIMATE_WINDOW`]), and [`run_shared`] on two
+//! handles of another fresh persistent store. Failures panic with a message
+//! naming the broken expectation.
 
-use crate::{AttemptRecord, DEFAULT_ESTIMATE_WINDOW, RunRecord, Store, StoreError};
+use crate::{
+    AttemptRecord, CoordinatorLock, DEFAULT_ESTIMATE_WINDOW, LeaseRecord, QueuedRun, RunRecord,
+    Store, StoreError,
+};
 use shoal_core::{FinalStatus, Outcome, RunCounts, TestId};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// Runs every check in turn. `store` must be empty.
+/// Runs every check that needs one handle in turn. `store` must be empty.
 pub async fn run_all(store: &dyn Store) {
     empty_store_has_nothing(store).await;
     runs_round_trip(store).await;
@@ -20,6 +25,18 @@ pub async fn run_all(store: &dyn Store) {
     record_attempts_is_atomic(store).await;
     medians_of_recent_timed_attempts(store).await;
     estimates_for_many_tests(store).await;
+    many_small_batches(store).await;
+    tokens_are_reserved_in_disjoint_ranges(store).await;
+    queued_runs_round_trip(store).await;
+    leases_round_trip(store).await;
+}
+
+/// Runs the checks that need two handles on one persistent store, as two
+/// processes have: `a` and `b` must be fresh handles on the same new file
+/// or database (not an in-memory store, which has one handle only).
+pub async fn run_shared(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    coordinator_lock_is_exclusive(&*a, &*b).await;
+    concurrent_reservations_never_overlap(&[a, b]).await;
 }
 
 fn run(run_id: &str, started: f64) -> RunRecord {
@@ -607,4 +624,372 @@ pub async fn estimates_for_many_tests(store: &dyn Store) {
             .len(),
         N
     );
+}
+
+/// A coordinator records each finished attempt as it arrives: a thousand
+/// one-attempt batches (one transaction each) all land, and a batch
+/// delivered twice is still recorded once.
+pub async fn many_small_batches(store: &dyn Store) {
+    const N: u32 = 1_000;
+    begin(store, "small", 1_950_000_000.0).await;
+    let started = Instant::now();
+    for i in 0..N {
+        let mut a = attempt(
+            "small",
+            "small",
+            &format!("t{}", i % 100),
+            Outcome::Pass,
+            1_950_000_000.0 + f64::from(i),
+            0.5,
+        );
+        a.repeat = i / 100;
+        store
+            .record_attempts(std::slice::from_ref(&a))
+            .await
+            .expect("record_attempts of one attempt");
+        if i % 10 == 0 {
+            store
+                .record_attempts(std::slice::from_ref(&a))
+                .await
+                .expect("record_attempts redelivered");
+        }
+    }
+    let elapsed = started.elapsed();
+    eprintln!("{N} one-attempt record_attempts calls: {elapsed:?}");
+    assert_eq!(
+        store
+            .attempts_of_run("small")
+            .await
+            .expect("attempts_of_run")
+            .len(),
+        N as usize,
+        "every one-attempt batch is recorded once"
+    );
+    // Far above what either adapter needs (well under a second on SQLite in
+    // release builds); catches a per-call cost such as an fsync or a
+    // reconnect on every call.
+    assert!(
+        elapsed < Duration::from_secs(30),
+        "{N} small batches took {elapsed:?}"
+    );
+}
+
+fn queued(run_id: &str, submitted: f64, spec: &str) -> QueuedRun {
+    QueuedRun {
+        run_id: run_id.to_owned(),
+        spec: spec.to_owned(),
+        submitted,
+    }
+}
+
+async fn open_runs(store: &dyn Store) -> Vec<QueuedRun> {
+    store.open_queued_runs().await.expect("open_queued_runs")
+}
+
+/// Queued runs read back as saved, oldest submitted first (ties by id),
+/// until closed; ids are unique and closing is idempotent.
+pub async fn queued_runs_round_trip(store: &dyn Store) {
+    assert!(open_runs(store).await.is_empty(), "a new store queues runs");
+    let b = queued(
+        "q-b",
+        1_700_000_200.5,
+        r#"{"tests":["a","b"],"repeat":3,"note":"it's \"quoted\"\n"}"#,
+    );
+    let a = queued("q-a", 1_700_000_100.25, "{}");
+    let d = queued("q-d", 1_700_000_100.25, r#"{"who":"テスト ü"}"#);
+    let c = queued("q-c", 1_700_000_300.0, "");
+    for run in [&b, &d, &c, &a] {
+        store.save_queued_run(run).await.expect("save_queued_run");
+    }
+    assert_eq!(
+        open_runs(store).await,
+        [a.clone(), d.clone(), b.clone(), c.clone()],
+        "oldest submitted first, ties by run id, every field as saved"
+    );
+
+    let err = store
+        .save_queued_run(&queued("q-b", 1.0, "other"))
+        .await
+        .expect_err("saving a queued run twice");
+    assert!(
+        matches!(err, StoreError::DuplicateRun(ref id) if id == "q-b"),
+        "{err:?}"
+    );
+
+    store
+        .close_queued_run("q-b")
+        .await
+        .expect("close_queued_run");
+    assert_eq!(
+        open_runs(store).await,
+        [a.clone(), d.clone(), c.clone()],
+        "a closed run is not open (and the duplicate changed nothing)"
+    );
+    store
+        .close_queued_run("q-b")
+        .await
+        .expect("closing a closed run again");
+    let err = store
+        .close_queued_run("q-none")
+        .await
+        .expect_err("closing an unknown run");
+    assert!(
+        matches!(err, StoreError::UnknownRun(ref id) if id == "q-none"),
+        "{err:?}"
+    );
+    let err = store
+        .save_queued_run(&b)
+        .await
+        .expect_err("saving a closed run's id again");
+    assert!(matches!(err, StoreError::DuplicateRun(_)), "{err:?}");
+
+    for id in ["q-a", "q-c", "q-d"] {
+        store.close_queued_run(id).await.expect("close_queued_run");
+    }
+    assert!(open_runs(store).await.is_empty());
+}
+
+fn lease(run_id: &str, lease_id: u64, token: u64, slot: u32) -> LeaseRecord {
+    LeaseRecord {
+        run_id: run_id.to_owned(),
+        lease_id,
+        token,
+        worker_id: format!("worker-{slot}"),
+        slot,
+        items: format!(r#"[{{"suite":"py","test":"t{lease_id}"}}]"#),
+        deadline: 1_700_000_000.5 + lease_id as f64,
+    }
+}
+
+async fn all_leases(store: &dyn Store, run_id: Option<&str>) -> Vec<LeaseRecord> {
+    store.leases(run_id).await.expect("leases")
+}
+
+/// Leases read back as saved, are replaced by key, dropped one by one, and
+/// go with their run when it closes.
+pub async fn leases_round_trip(store: &dyn Store) {
+    store
+        .save_queued_run(&queued("l-1", 1_700_000_010.0, "{}"))
+        .await
+        .expect("save_queued_run");
+    store
+        .save_queued_run(&queued("l-2", 1_700_000_005.0, "{}"))
+        .await
+        .expect("save_queued_run");
+    let (one_1, one_2, two_7) = (
+        lease("l-1", 1, 10, 0),
+        lease("l-1", 2, 11, 3),
+        lease("l-2", 7, 12, 1),
+    );
+    for l in [&one_2, &two_7, &one_1] {
+        store.save_lease(l).await.expect("save_lease");
+    }
+    assert_eq!(
+        all_leases(store, None).await,
+        [two_7.clone(), one_1.clone(), one_2.clone()],
+        "leases by run (oldest submitted first), then lease id"
+    );
+    assert_eq!(
+        all_leases(store, Some("l-1")).await,
+        [one_1.clone(), one_2.clone()]
+    );
+    assert!(all_leases(store, Some("l-none")).await.is_empty());
+
+    let renewed = LeaseRecord {
+        token: 99,
+        worker_id: "worker-9".to_owned(),
+        slot: 9,
+        items: "[]".to_owned(),
+        deadline: 1_700_000_999.25,
+        ..one_2.clone()
+    };
+    store.save_lease(&renewed).await.expect("save_lease again");
+    assert_eq!(
+        all_leases(store, Some("l-1")).await,
+        [one_1.clone(), renewed.clone()],
+        "saving a lease with the same key replaces it"
+    );
+
+    store.drop_lease("l-1", 1).await.expect("drop_lease");
+    store.drop_lease("l-1", 1).await.expect("drop_lease again");
+    store
+        .drop_lease("l-none", 5)
+        .await
+        .expect("drop_lease of an unknown run");
+    store
+        .drop_lease("l-1", u64::MAX)
+        .await
+        .expect("drop_lease of an id no lease can have");
+    assert_eq!(all_leases(store, Some("l-1")).await, [renewed]);
+
+    let err = store
+        .save_lease(&lease("l-none", 1, 1, 0))
+        .await
+        .expect_err("a lease of an unknown run");
+    assert!(
+        matches!(err, StoreError::UnknownRun(ref id) if id == "l-none"),
+        "{err:?}"
+    );
+
+    let max = i64::MAX as u64;
+    let big = lease("l-2", max, max, u32::MAX);
+    store
+        .save_lease(&big)
+        .await
+        .expect("save_lease of the largest ids");
+    for (lease_id, token) in [(u64::MAX, 1), (1, max + 1)] {
+        let err = store
+            .save_lease(&lease("l-2", lease_id, token, 0))
+            .await
+            .expect_err("an id past i64::MAX");
+        assert!(matches!(err, StoreError::OutOfRange { .. }), "{err:?}");
+    }
+    assert_eq!(
+        all_leases(store, Some("l-2")).await,
+        [two_7.clone(), big.clone()],
+        "the largest ids read back, and refused leases are not kept"
+    );
+
+    store
+        .close_queued_run("l-1")
+        .await
+        .expect("close_queued_run");
+    assert!(
+        all_leases(store, Some("l-1")).await.is_empty(),
+        "closing a run deletes its leases"
+    );
+    assert_eq!(all_leases(store, None).await, [two_7.clone(), big.clone()]);
+    store
+        .save_lease(&lease("l-1", 3, 13, 0))
+        .await
+        .expect("a lease of a closed run");
+    assert!(
+        all_leases(store, None)
+            .await
+            .iter()
+            .all(|l| l.run_id == "l-2"),
+        "a lease of a closed run is not kept"
+    );
+    store
+        .close_queued_run("l-2")
+        .await
+        .expect("close_queued_run");
+    assert!(all_leases(store, None).await.is_empty());
+}
+
+/// Reservations hand out disjoint ranges starting at 1 or later; a
+/// reservation that would overflow the counter is refused.
+pub async fn tokens_are_reserved_in_disjoint_ranges(store: &dyn Store) {
+    let reserve = |n: u64| async move { store.reserve_tokens(n).await.expect("reserve_tokens") };
+    let first = reserve(1).await;
+    assert!(first >= 1, "the first token is at least 1, got {first}");
+    let mut end = first + 1;
+    for n in [10, 1, 1000, 3] {
+        let base = reserve(n).await;
+        assert!(
+            base >= end,
+            "range at {base} overlaps the one ending at {end}"
+        );
+        end = base + n;
+    }
+    let empty = reserve(0).await;
+    assert!(empty >= end, "an empty range starts past the last one");
+    for n in [u64::MAX, i64::MAX as u64] {
+        let err = store
+            .reserve_tokens(n)
+            .await
+            .expect_err("reserving past i64::MAX tokens");
+        assert!(matches!(err, StoreError::OutOfRange { .. }), "{err:?}");
+    }
+    let after = reserve(2).await;
+    assert!(after >= end, "a refused reservation breaks nothing");
+}
+
+/// One coordinator per store: a second lock, through the same handle or
+/// another, is refused until the first guard goes.
+pub async fn coordinator_lock_is_exclusive(a: &dyn Store, b: &dyn Store) {
+    let held = a.lock_coordinator().await.expect("lock a fresh store");
+    for (who, store) in [("the same handle", a), ("another handle", b)] {
+        let err = store
+            .lock_coordinator()
+            .await
+            .expect_err("a second coordinator lock");
+        assert!(matches!(err, StoreError::Locked { .. }), "{who}: {err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("another coordinator is using this store"),
+            "{who}: {msg}"
+        );
+    }
+
+    drop(held);
+    // Dropping frees the lock; a PostgreSQL server notices the closed
+    // session a moment later.
+    let again = lock_within(b, Duration::from_secs(10)).await;
+    let err = a
+        .lock_coordinator()
+        .await
+        .expect_err("b holds the lock now");
+    assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
+
+    again.release().await;
+    let third = a
+        .lock_coordinator()
+        .await
+        .expect("a released lock is free at once");
+    third.release().await;
+}
+
+/// Takes the coordinator lock, retrying while it is still held, for up to
+/// `limit`.
+async fn lock_within(store: &dyn Store, limit: Duration) -> CoordinatorLock {
+    let start = Instant::now();
+    loop {
+        match store.lock_coordinator().await {
+            Ok(lock) => return lock,
+            Err(StoreError::Locked { .. }) if start.elapsed() < limit => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("the lock was not freed within {limit:?}: {e}"),
+        }
+    }
+}
+
+/// Concurrent reservations through several handles get disjoint ranges.
+pub async fn concurrent_reservations_never_overlap(stores: &[Arc<dyn Store>]) {
+    const TASKS_PER_STORE: u64 = 4;
+    const CALLS: u64 = 25;
+    let mut tasks = tokio::task::JoinSet::new();
+    for store in stores {
+        for t in 0..TASKS_PER_STORE {
+            let store = Arc::clone(store);
+            tasks.spawn(async move {
+                let mut ranges = Vec::new();
+                for i in 0..CALLS {
+                    let n = 1 + (t * 7 + i) % 5;
+                    let base = store.reserve_tokens(n).await.expect("reserve_tokens");
+                    ranges.push((base, n));
+                }
+                ranges
+            });
+        }
+    }
+    let mut ranges = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        ranges.extend(done.expect("reserving task"));
+    }
+    assert_eq!(
+        ranges.len() as u64,
+        stores.len() as u64 * TASKS_PER_STORE * CALLS
+    );
+    ranges.sort_unstable();
+    assert!(
+        ranges[0].0 >= 1,
+        "tokens start at 1 or later: {:?}",
+        ranges[0]
+    );
+    for w in ranges.windows(2) {
+        let ((base, n), (next, _)) = (w[0], w[1]);
+        assert!(base + n <= next, "ranges {:?} and {:?} overlap", w[0], w[1]);
+    }
 }

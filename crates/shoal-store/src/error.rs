@@ -60,6 +60,34 @@ pub enum StoreError {
         source: sqlx::Error,
     },
 
+    /// Another process holds the store's coordinator lock
+    /// ([`Store::lock_coordinator`](crate::Store::lock_coordinator)).
+    #[error(
+        "another coordinator is using this store ({location}); stop it first, or give this \
+         coordinator a store of its own"
+    )]
+    Locked { location: String },
+
+    #[error("failed to lock {} for the coordinator: {source}", path.display())]
+    LockFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A store URL that [`open_store`](crate::open_store) does not accept.
+    /// `url` has its password redacted.
+    #[error(
+        "unsupported store URL {url:?}: expected sqlite://PATH, sqlite::memory:, or \
+         postgres://USER:PASSWORD@HOST[:PORT]/DATABASE (postgresql:// too)"
+    )]
+    UnsupportedUrl { url: String },
+
+    /// A number the store cannot keep: stores hold integers as signed
+    /// 64-bit values.
+    #[error("{what} {value} is out of range for the store (at most {})", i64::MAX)]
+    OutOfRange { what: &'static str, value: u64 },
+
     /// A stored value this version cannot interpret (edited by hand, or
     /// written by an incompatible shoal).
     #[error("unreadable value in store: {0}")]

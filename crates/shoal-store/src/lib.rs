@@ -1,20 +1,32 @@
-//! Run history for shoal: the [`Store`] trait, its SQLite adapter
-//! ([`SqliteStore`]), the shared SQL layer and versioned migrations, and the
-//! conformance suite every adapter must pass (feature `conformance`).
+//! Run history for shoal, and a distributed coordinator's state: the
+//! [`Store`] trait, its SQLite ([`SqliteStore`]) and PostgreSQL
+//! ([`PgStore`]) adapters, [`open_store`] to pick one by URL, the shared SQL
+//! layer and versioned migrations, and the conformance suite every adapter
+//! must pass (feature `conformance`).
 //!
 //! The store keeps runs and attempts (not captured output) and answers the
-//! scheduler's one hot question: how long does each test usually take.
+//! scheduler's one hot question: how long does each test usually take. For
+//! a coordinator it keeps queued runs, outstanding leases and the
+//! fencing-token counter, and guards them with a one-coordinator lock.
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+mod coordinator;
 mod error;
 mod migration;
+mod open;
+mod pg_store;
 mod record;
 mod sql;
 mod sqlite_store;
 mod store;
+#[cfg(test)]
+mod test_pg;
 
+pub use coordinator::{CoordinatorLock, LeaseRecord, QueuedRun};
 pub use error::StoreError;
+pub use open::{open_store, redact_url};
+pub use pg_store::PgStore;
 pub use record::{AttemptRecord, RunEnd, RunRecord, RunSummary};
 pub use sqlite_store::SqliteStore;
 pub use store::{DEFAULT_ESTIMATE_WINDOW, Store};

@@ -10,8 +10,9 @@
 //! seconds, outcomes as text. An adapter only picks the driver, binds values
 //! in the documented order and maps rows with the types below.
 
-use crate::{AttemptRecord, RunEnd, RunRecord, RunSummary, StoreError};
+use crate::{AttemptRecord, LeaseRecord, QueuedRun, RunEnd, RunRecord, RunSummary, StoreError};
 use shoal_core::{FinalStatus, Outcome, RunCounts};
+use std::collections::HashSet;
 
 /// Most parameters one statement binds. SQLite allows 32766 and PostgreSQL
 /// 65535; staying well below both keeps statements small to prepare.
@@ -24,10 +25,6 @@ pub(crate) const fn rows_per_statement(columns: usize) -> usize {
 
 /// How a bulk statement spells its parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the PostgreSQL adapter comes next")
-)]
 pub(crate) enum Dialect {
     /// `?`, bound in order of appearance. SQLite finds numbered (`$7`,
     /// `?7`) and named parameters by a linear scan, both when preparing and
@@ -277,7 +274,162 @@ fn median(values: &mut [f64]) -> Option<f64> {
     }
 }
 
+// ---- coordinator state -----------------------------------------------------
+
+/// Binds: run_id, spec, submitted. Affects no row when the id exists.
+pub(crate) const INSERT_QUEUED_RUN: &str = "INSERT INTO queued_runs (run_id, spec, submitted) \
+     VALUES ($1, $2, $3) ON CONFLICT (run_id) DO NOTHING";
+
+/// Binds: run_id, closed (now). Affects no row when the run is unknown or
+/// already closed.
+pub(crate) const CLOSE_QUEUED_RUN: &str =
+    "UPDATE queued_runs SET closed = $2 WHERE run_id = $1 AND closed IS NULL";
+
+/// Binds: run_id. Yields `true` for an open run, `false` for a closed one,
+/// no row for an unknown one.
+pub(crate) const QUEUED_RUN_IS_OPEN: &str =
+    "SELECT closed IS NULL FROM queued_runs WHERE run_id = $1";
+
+/// Binds: run_id. Deletes every lease of the run.
+pub(crate) const DELETE_RUN_LEASES: &str = "DELETE FROM leases WHERE run_id = $1";
+
+/// Yields [`QueuedRunRow`]s of open runs, oldest submitted first.
+pub(crate) const OPEN_QUEUED_RUNS: &str = "SELECT run_id, spec, submitted FROM queued_runs \
+     WHERE closed IS NULL ORDER BY submitted, run_id";
+
+/// Binds: run_id, lease_id, token, worker_id, slot, items, deadline.
+/// Inserts or replaces the lease, if its run is open (no row otherwise).
+pub(crate) const SAVE_LEASE: &str = "INSERT INTO leases \
+     (run_id, lease_id, token, worker_id, slot, items, deadline) \
+     SELECT $1, $2, $3, $4, $5, $6, $7 FROM queued_runs WHERE run_id = $1 AND closed IS NULL \
+     ON CONFLICT (run_id, lease_id) DO UPDATE SET token = excluded.token, \
+     worker_id = excluded.worker_id, slot = excluded.slot, items = excluded.items, \
+     deadline = excluded.deadline";
+
+/// Binds: run_id, lease_id.
+pub(crate) const DROP_LEASE: &str = "DELETE FROM leases WHERE run_id = $1 AND lease_id = $2";
+
+const LEASE_COLUMNS: &str = "SELECT l.run_id, l.lease_id, l.token, l.worker_id, l.slot, \
+     l.items, l.deadline FROM leases l JOIN queued_runs r ON r.run_id = l.run_id \
+     WHERE r.closed IS NULL";
+
+/// Binds: nothing, or the run id (`one_run`). Yields [`LeaseRow`]s by run
+/// (oldest submitted first), then lease id.
+pub(crate) fn leases(one_run: bool) -> String {
+    format!(
+        "{LEASE_COLUMNS}{} ORDER BY r.submitted, r.run_id, l.lease_id",
+        if one_run { " AND l.run_id = $1" } else { "" }
+    )
+}
+
+/// Binds: n, the largest `next_token` that can take `n` more. Advances the
+/// counter by `n` and yields its new value, or no row if it would pass
+/// `i64::MAX`.
+pub(crate) const RESERVE_TOKENS: &str = "UPDATE coordinator_tokens \
+     SET next_token = next_token + $1 WHERE id = 1 AND next_token <= $2 RETURNING next_token";
+
+/// Yields the next unreserved token.
+pub(crate) const NEXT_TOKEN: &str = "SELECT next_token FROM coordinator_tokens WHERE id = 1";
+
+/// The parameters of [`RESERVE_TOKENS`] for `n` tokens.
+pub(crate) fn reserve_params(n: u64) -> Result<(i64, i64), StoreError> {
+    let n = to_i64(n, "fencing token count")?;
+    Ok((n, i64::MAX - n))
+}
+
+/// The first token of the range [`RESERVE_TOKENS`] reserved: its result is
+/// the new `next_token`, or `None` when the counter would overflow, in which
+/// case `current` (from [`NEXT_TOKEN`]) says where it stands.
+pub(crate) fn reserved_base(
+    n: u64,
+    next: Option<i64>,
+    current: Option<i64>,
+) -> Result<u64, StoreError> {
+    match (next, current) {
+        (Some(next), _) => {
+            let base = next - to_i64(n, "fencing token count")?;
+            u64::try_from(base)
+                .ok()
+                .filter(|&b| b >= 1)
+                .ok_or_else(|| StoreError::Corrupt(format!("fencing token counter {base}")))
+        }
+        (None, Some(current)) => Err(StoreError::OutOfRange {
+            what: "fencing token counter",
+            value: u64::try_from(current).unwrap_or(0).saturating_add(n),
+        }),
+        (None, None) => Err(StoreError::Corrupt(
+            "the fencing token counter is missing".to_owned(),
+        )),
+    }
+}
+
+/// A `u64` as a bindable integer, or [`StoreError::OutOfRange`].
+pub(crate) fn to_i64(v: u64, what: &'static str) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::OutOfRange { what, value: v })
+}
+
+/// The distinct items of `items`, in first-seen order (so ids are assigned
+/// deterministically).
+pub(crate) fn distinct<T: Eq + std::hash::Hash + Copy>(items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut seen = HashSet::new();
+    items.filter(|item| seen.insert(*item)).collect()
+}
+
+/// A key interned moments ago in the same transaction; missing means the
+/// database changed under us.
+pub(crate) fn interned(key: Option<&i64>, what: &str) -> Result<i64, StoreError> {
+    key.copied()
+        .ok_or_else(|| StoreError::Corrupt(format!("{what} vanished while recording")))
+}
+
 // ---- rows and codecs --------------------------------------------------------
+
+/// A row of [`OPEN_QUEUED_RUNS`].
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct QueuedRunRow {
+    run_id: String,
+    spec: String,
+    submitted: f64,
+}
+
+impl From<QueuedRunRow> for QueuedRun {
+    fn from(row: QueuedRunRow) -> Self {
+        QueuedRun {
+            run_id: row.run_id,
+            spec: row.spec,
+            submitted: row.submitted,
+        }
+    }
+}
+
+/// A row of [`leases`].
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct LeaseRow {
+    run_id: String,
+    lease_id: i64,
+    token: i64,
+    worker_id: String,
+    slot: i64,
+    items: String,
+    deadline: f64,
+}
+
+impl LeaseRow {
+    pub(crate) fn into_record(self) -> Result<LeaseRecord, StoreError> {
+        let to_u64 = |v: i64, what: &str| {
+            u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} {v}")))
+        };
+        Ok(LeaseRecord {
+            run_id: self.run_id,
+            lease_id: to_u64(self.lease_id, "lease id")?,
+            token: to_u64(self.token, "fencing token")?,
+            worker_id: self.worker_id,
+            slot: to_u32(self.slot, "slot")?,
+            items: self.items,
+            deadline: self.deadline,
+        })
+    }
+}
 
 /// A row of [`RECENT_RUNS`].
 #[derive(Debug, sqlx::FromRow)]

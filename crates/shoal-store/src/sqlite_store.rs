@@ -2,17 +2,24 @@
 //! repository, safe to share between concurrent shoal processes.
 
 use crate::migration::{self, Applied};
-use crate::sql::{self, Dialect, Names};
+use crate::sql::{self, Dialect, Names, distinct, interned};
 use crate::store::DEFAULT_ESTIMATE_WINDOW;
-use crate::{AttemptRecord, RunRecord, RunSummary, Store, StoreError};
+use crate::{
+    AttemptRecord, CoordinatorLock, LeaseRecord, QueuedRun, RunRecord, RunSummary, Store,
+    StoreError,
+};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use shoal_core::{RunCounts, TestId};
+use sqlx::Executor;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::collections::HashMap;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Migrations embedded at build time from `migrations/sqlite/`.
@@ -42,6 +49,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// The path, or `:memory:`, for error messages.
     location: String,
+    /// The database file; `None` in memory.
+    path: Option<PathBuf>,
     window: usize,
 }
 
@@ -75,7 +84,7 @@ impl SqliteStore {
                 location: location.clone(),
                 source,
             })?;
-        Self::init(pool, location).await
+        Self::init(pool, location, Some(path.to_owned())).await
     }
 
     /// Opens a fresh store that lives in memory until dropped (tests,
@@ -98,14 +107,19 @@ impl SqliteStore {
                 location: location.clone(),
                 source,
             })?;
-        Self::init(pool, location).await
+        Self::init(pool, location, None).await
     }
 
-    async fn init(pool: SqlitePool, location: String) -> Result<Self, StoreError> {
+    async fn init(
+        pool: SqlitePool,
+        location: String,
+        path: Option<PathBuf>,
+    ) -> Result<Self, StoreError> {
         migrate(&pool, &location).await?;
         Ok(Self {
             pool,
             location,
+            path,
             window: DEFAULT_ESTIMATE_WINDOW,
         })
     }
@@ -153,7 +167,10 @@ async fn migrate(pool: &SqlitePool, location: &str) -> Result<(), StoreError> {
         .await
         .map_err(err)?;
     for m in migration::pending(MIGRATOR.iter().as_slice(), &applied, location)? {
-        sqlx::raw_sql(&m.sql).execute(&mut *tx).await.map_err(err)?;
+        // A query without arguments runs as a simple query: several
+        // statements at once. (`sqlx::raw_sql` does the same but its future
+        // is not provably `Send`: sqlx issue #3150.)
+        (&mut *tx).execute(&*m.sql).await.map_err(err)?;
         sqlx::query(
             "INSERT INTO schema_migrations (version, description, checksum, applied) \
              VALUES ($1, $2, $3, $4)",
@@ -241,18 +258,51 @@ async fn intern_names(
     Ok(keys)
 }
 
-/// The distinct items of `items`, in first-seen order (so ids are assigned
-/// deterministically).
-fn distinct<T: Eq + std::hash::Hash + Copy>(items: impl Iterator<Item = T>) -> Vec<T> {
-    let mut seen = HashSet::new();
-    items.filter(|item| seen.insert(*item)).collect()
+/// The coordinator lock file of the database at `db`.
+fn lock_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".coordinator.lock");
+    PathBuf::from(name)
 }
 
-/// A key interned moments ago in the same transaction; missing means the
-/// database changed under us.
-fn interned(key: Option<&i64>, what: &str) -> Result<i64, StoreError> {
-    key.copied()
-        .ok_or_else(|| StoreError::Corrupt(format!("{what} vanished while recording")))
+/// Takes an exclusive `flock` on `<db>.coordinator.lock` without waiting,
+/// and writes this process's id into it for whoever finds it locked.
+fn lock_file(db: &Path) -> Result<CoordinatorLock, StoreError> {
+    let path = lock_path(db);
+    let io_err = |source| StoreError::LockFile {
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err)?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            let pid = std::process::id();
+            lock.set_len(0)
+                .and_then(|()| lock.rewind())
+                .and_then(|()| writeln!(lock, "{pid}"))
+                .map_err(io_err)?;
+            Ok(CoordinatorLock::file(lock, path))
+        }
+        Err((mut file, Errno::EWOULDBLOCK)) => {
+            let mut holder = String::new();
+            let holder = match file.read_to_string(&mut holder) {
+                Ok(_) if !holder.trim().is_empty() => {
+                    format!(", held by process {}", holder.trim())
+                }
+                _ => String::new(),
+            };
+            Err(StoreError::Locked {
+                location: format!("{}; lock file {}{holder}", db.display(), path.display()),
+            })
+        }
+        Err((_, errno)) => Err(io_err(std::io::Error::from(errno))),
+    }
 }
 
 #[async_trait::async_trait]
@@ -436,12 +486,157 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(StoreError::query(action))?;
         rows.into_iter().map(sql::AttemptRow::into_record).collect()
     }
+
+    async fn save_queued_run(&self, run: &QueuedRun) -> Result<(), StoreError> {
+        let done = sqlx::query(sql::INSERT_QUEUED_RUN)
+            .bind(&run.run_id)
+            .bind(&run.spec)
+            .bind(run.submitted)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query("save a queued run"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::DuplicateRun(run.run_id.clone()));
+        }
+        Ok(())
+    }
+
+    async fn close_queued_run(&self, run_id: &str) -> Result<(), StoreError> {
+        let action = "close a queued run";
+        let mut tx = self
+            .pool
+            .begin_with(BEGIN_WRITE)
+            .await
+            .map_err(StoreError::query(action))?;
+        let open: Option<bool> = sqlx::query_scalar(sql::QUEUED_RUN_IS_OPEN)
+            .bind(run_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::query(action))?;
+        if open.is_none() {
+            return Err(StoreError::UnknownRun(run_id.to_owned()));
+        }
+        sqlx::query(sql::CLOSE_QUEUED_RUN)
+            .bind(run_id)
+            .bind(shoal_core::now_epoch())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query(action))?;
+        sqlx::query(sql::DELETE_RUN_LEASES)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query(action))?;
+        tx.commit().await.map_err(StoreError::query(action))
+    }
+
+    async fn open_queued_runs(&self) -> Result<Vec<QueuedRun>, StoreError> {
+        let rows = sqlx::query_as::<_, sql::QueuedRunRow>(sql::OPEN_QUEUED_RUNS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("list open queued runs"))?;
+        Ok(rows.into_iter().map(QueuedRun::from).collect())
+    }
+
+    async fn save_lease(&self, lease: &LeaseRecord) -> Result<(), StoreError> {
+        let action = "save a lease";
+        let mut tx = self
+            .pool
+            .begin_with(BEGIN_WRITE)
+            .await
+            .map_err(StoreError::query(action))?;
+        let done = sqlx::query(sql::SAVE_LEASE)
+            .bind(&lease.run_id)
+            .bind(sql::to_i64(lease.lease_id, "lease id")?)
+            .bind(sql::to_i64(lease.token, "fencing token")?)
+            .bind(&lease.worker_id)
+            .bind(i64::from(lease.slot))
+            .bind(&lease.items)
+            .bind(lease.deadline)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query(action))?;
+        if done.rows_affected() == 0 {
+            let open: Option<bool> = sqlx::query_scalar(sql::QUEUED_RUN_IS_OPEN)
+                .bind(&lease.run_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::query(action))?;
+            if open.is_none() {
+                return Err(StoreError::UnknownRun(lease.run_id.clone()));
+            }
+        }
+        tx.commit().await.map_err(StoreError::query(action))
+    }
+
+    async fn drop_lease(&self, run_id: &str, lease_id: u64) -> Result<(), StoreError> {
+        let Ok(lease_id) = i64::try_from(lease_id) else {
+            // No such lease could have been saved.
+            return Ok(());
+        };
+        sqlx::query(sql::DROP_LEASE)
+            .bind(run_id)
+            .bind(lease_id)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query("drop a lease"))?;
+        Ok(())
+    }
+
+    async fn leases(&self, run_id: Option<&str>) -> Result<Vec<LeaseRecord>, StoreError> {
+        let select = sql::leases(run_id.is_some());
+        let mut q = sqlx::query_as::<_, sql::LeaseRow>(&select);
+        if let Some(run_id) = run_id {
+            q = q.bind(run_id);
+        }
+        q.fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("list leases"))?
+            .into_iter()
+            .map(sql::LeaseRow::into_record)
+            .collect()
+    }
+
+    async fn reserve_tokens(&self, n: u64) -> Result<u64, StoreError> {
+        let action = "reserve fencing tokens";
+        let (count, limit) = sql::reserve_params(n)?;
+        let mut tx = self
+            .pool
+            .begin_with(BEGIN_WRITE)
+            .await
+            .map_err(StoreError::query(action))?;
+        let next: Option<i64> = sqlx::query_scalar(sql::RESERVE_TOKENS)
+            .bind(count)
+            .bind(limit)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::query(action))?;
+        let current = match next {
+            Some(_) => None,
+            None => sqlx::query_scalar(sql::NEXT_TOKEN)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::query(action))?,
+        };
+        let base = sql::reserved_base(n, next, current)?;
+        tx.commit().await.map_err(StoreError::query(action))?;
+        Ok(base)
+    }
+
+    async fn lock_coordinator(&self) -> Result<CoordinatorLock, StoreError> {
+        match &self.path {
+            // Nothing outside this process can open an in-memory store.
+            None => Ok(CoordinatorLock::nothing()),
+            Some(path) => lock_file(path),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use shoal_core::Outcome;
+    use std::sync::Arc;
     use std::time::Instant;
 
     fn run(run_id: &str, started: f64) -> RunRecord {
@@ -502,6 +697,84 @@ mod tests {
             .await
             .unwrap();
         crate::conformance::run_all(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance_shared_between_two_handles_on_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        let a = SqliteStore::open(&path).await.unwrap();
+        let b = SqliteStore::open(&path).await.unwrap();
+        crate::conformance::run_shared(Arc::new(a), Arc::new(b)).await;
+    }
+
+    #[tokio::test]
+    async fn in_memory_stores_lock_without_a_file() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let first = store.lock_coordinator().await.unwrap();
+        assert!(format!("{first:?}").contains("in-memory"), "{first:?}");
+        // Nothing else can reach an in-memory store.
+        store.lock_coordinator().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn locked_store_names_the_lock_file_and_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let held = store.lock_coordinator().await.unwrap();
+        let lock_file = dir.path().join("history.db.coordinator.lock");
+        assert_eq!(
+            std::fs::read_to_string(&lock_file).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        let err = SqliteStore::open(&path)
+            .await
+            .unwrap()
+            .lock_coordinator()
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&lock_file.display().to_string())
+                && msg.contains(&format!("held by process {}", std::process::id())),
+            "{msg}"
+        );
+        drop(held);
+        // The file stays (unlinking it would race with a new locker); the
+        // lock is gone.
+        assert!(lock_file.is_file());
+        store.lock_coordinator().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn tokens_and_queued_runs_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let base = store.reserve_tokens(100).await.unwrap();
+        let run = QueuedRun {
+            run_id: "r".to_owned(),
+            spec: "{}".to_owned(),
+            submitted: 5.0,
+        };
+        store.save_queued_run(&run).await.unwrap();
+        let lease = LeaseRecord {
+            run_id: "r".to_owned(),
+            lease_id: 1,
+            token: base,
+            worker_id: "w".to_owned(),
+            slot: 0,
+            items: "[]".to_owned(),
+            deadline: 6.0,
+        };
+        store.save_lease(&lease).await.unwrap();
+        store.close().await;
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert!(store.reserve_tokens(1).await.unwrap() >= base + 100);
+        assert_eq!(store.open_queued_runs().await.unwrap(), [run]);
+        assert_eq!(store.leases(None).await.unwrap(), [lease]);
     }
 
     #[tokio::test]

@@ -1,6 +1,8 @@
 //! The [`Store`] trait: what the engine and the CLI need from run history.
 
-use crate::{AttemptRecord, RunRecord, RunSummary, StoreError};
+use crate::{
+    AttemptRecord, CoordinatorLock, LeaseRecord, QueuedRun, RunRecord, RunSummary, StoreError,
+};
 use shoal_core::{RunCounts, TestId};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -9,9 +11,12 @@ use std::time::Duration;
 /// store was configured otherwise.
 pub const DEFAULT_ESTIMATE_WINDOW: usize = 10;
 
-/// Run history: runs, their attempts, and the duration estimates derived
-/// from them. Implemented by [`SqliteStore`](crate::SqliteStore); every
-/// implementation must pass `conformance::run_all` (feature `conformance`).
+/// Run history (runs, their attempts, and the duration estimates derived
+/// from them) and a distributed coordinator's state (queued runs, leases,
+/// fencing tokens, the coordinator lock). Implemented by
+/// [`SqliteStore`](crate::SqliteStore) and [`PgStore`](crate::PgStore);
+/// every implementation must pass `conformance::run_all` (feature
+/// `conformance`).
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Records the start of a run. Fails with [`StoreError::DuplicateRun`]
@@ -51,4 +56,42 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every attempt of a run, in start order. Fails with
     /// [`StoreError::UnknownRun`] if there is no such run.
     async fn attempts_of_run(&self, run_id: &str) -> Result<Vec<AttemptRecord>, StoreError>;
+
+    // ---- coordinator state ------------------------------------------------
+
+    /// Saves a new queued run. Fails with [`StoreError::DuplicateRun`] if a
+    /// queued run with this id exists (open or closed).
+    async fn save_queued_run(&self, run: &QueuedRun) -> Result<(), StoreError>;
+
+    /// The run is over: it leaves [`open_queued_runs`](Self::open_queued_runs)
+    /// and its leases are deleted. Idempotent; an unknown id fails with
+    /// [`StoreError::UnknownRun`].
+    async fn close_queued_run(&self, run_id: &str) -> Result<(), StoreError>;
+
+    /// Queued runs saved and not closed, oldest submitted first (ties by
+    /// run id).
+    async fn open_queued_runs(&self) -> Result<Vec<QueuedRun>, StoreError>;
+
+    /// Inserts or replaces the lease with this `(run_id, lease_id)`. The run
+    /// must have been saved ([`StoreError::UnknownRun`] otherwise); a lease
+    /// of a closed run is not kept (closing deleted its leases for good).
+    async fn save_lease(&self, lease: &LeaseRecord) -> Result<(), StoreError>;
+
+    /// Removes a lease; removing a missing one is not an error.
+    async fn drop_lease(&self, run_id: &str, lease_id: u64) -> Result<(), StoreError>;
+
+    /// The leases of open runs (of run `run_id` only, when given), by run
+    /// (oldest submitted first) and then lease id.
+    async fn leases(&self, run_id: Option<&str>) -> Result<Vec<LeaseRecord>, StoreError>;
+
+    /// Atomically reserves `n` fencing tokens and returns the first: the
+    /// ranges `[base, base + n)` returned by one store never overlap, across
+    /// processes and restarts, and the first base ever returned is at least 1.
+    async fn reserve_tokens(&self, n: u64) -> Result<u64, StoreError>;
+
+    /// Makes this process the store's only coordinator until the returned
+    /// guard is dropped (or released, or the process dies). Fails with
+    /// [`StoreError::Locked`] while another guard, in this process or
+    /// another, holds it.
+    async fn lock_coordinator(&self) -> Result<CoordinatorLock, StoreError>;
 }
