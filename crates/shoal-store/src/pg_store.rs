@@ -187,6 +187,12 @@ async fn migrate(conn: &mut PgConnection, location: &str) -> Result<(), StoreErr
         source,
     };
     let mut tx = conn.begin().await.map_err(err)?;
+    // Without the notice "relation schema_migrations already exists,
+    // skipping", which sqlx would log on every open.
+    sqlx::query("SET LOCAL client_min_messages = warning")
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(MIGRATION_LOCK_KEY)
         .execute(&mut *tx)
