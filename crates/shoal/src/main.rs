@@ -3,6 +3,8 @@
 
 mod exit_code;
 mod init;
+mod remote;
+mod serve;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use exit_code::ShoalExitCode;
@@ -39,6 +41,47 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Run a coordinator that workers and `shoal run --server` connect to.
+    Serve(serve::ServeArgs),
+    /// Run tests for a coordinator: lease batches, run them, report.
+    Worker(serve::WorkerArgs),
+    /// Cancel a run on a coordinator (its tests are killed on every worker).
+    Cancel {
+        /// The run's id (printed by `shoal run --server`).
+        run_id: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+/// How to reach a coordinator.
+#[derive(Debug, Args, Clone)]
+struct RemoteArgs {
+    /// The coordinator, e.g. `http://ci-coordinator:7878`.
+    #[arg(long, env = "SHOAL_SERVER", value_name = "URL")]
+    server: Option<String>,
+    /// Authentication token (prefer the SHOAL_TOKEN variable: arguments are
+    /// visible to other users of the machine).
+    #[arg(
+        long,
+        env = "SHOAL_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// CA certificate (PEM) for an https:// coordinator with a private CA.
+    #[arg(long, value_name = "PATH")]
+    ca: Option<PathBuf>,
+}
+
+impl RemoteArgs {
+    fn remote(&self) -> Option<remote::Remote> {
+        Some(remote::Remote {
+            server: self.server.clone()?,
+            token: self.token.clone().filter(|t| !t.is_empty()),
+            ca: self.ca.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +131,9 @@ struct RunArgs {
     /// Discover tests afresh even when the cached list's inputs are unchanged.
     #[arg(long)]
     no_discovery_cache: bool,
+    /// Run on a coordinator's workers instead of locally.
+    #[command(flatten)]
+    remote: RemoteArgs,
 }
 
 #[derive(Debug, Args)]
@@ -126,8 +172,13 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| {
+                // `serve` and `worker` are services: say what they do.
+                match cli.command {
+                    Command::Serve(_) | Command::Worker(_) => "info".into(),
+                    _ => "warn".into(),
+                }
+            }),
         )
         .with_writer(std::io::stderr)
         // Escape codes only for a person at a terminal, never in CI logs.
@@ -172,6 +223,27 @@ async fn real_main(cli: Cli) -> ShoalExitCode {
         Command::Init { force } => init_cmd(&root, force),
         Command::List(args) => list_cmd(&root, args).await,
         Command::Run(args) => run_cmd(&root, args).await,
+        Command::Serve(args) => serve::serve_cmd(&root, args).await,
+        Command::Worker(args) => serve::worker_cmd(args).await,
+        Command::Cancel { run_id, remote } => {
+            let Some(r) = remote.remote() else {
+                return fail(
+                    ShoalExitCode::Usage,
+                    "give the coordinator with --server URL",
+                );
+            };
+            match remote::cancel(&r, &run_id).await {
+                Ok(true) => {
+                    eprintln!("cancelled run {run_id}");
+                    ShoalExitCode::Success
+                }
+                Ok(false) => fail(
+                    ShoalExitCode::Usage,
+                    format!("the coordinator has no active run {run_id}"),
+                ),
+                Err(e) => fail(ShoalExitCode::Infrastructure, format!("{e:#}")),
+            }
+        }
     }
 }
 
@@ -376,11 +448,34 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
         config,
     };
     let fail_on_flaky = req.config.run.fail_on_flaky;
-    let result = shoal_runner::run(req, store, &mut fanout, cancel).await;
+    let result = match args.remote.remote() {
+        Some(r) => {
+            let support_dir = req
+                .state_dir
+                .join("runs")
+                .join(format!("remote-{}", std::process::id()));
+            let remote_req = remote::RemoteRun {
+                config: req.config,
+                selection: req.selection,
+                repeat: req.repeat,
+                retries: req.retries,
+                support_dir: support_dir.clone(),
+            };
+            let res = remote::run(&r, remote_req, &mut fanout, cancel).await;
+            let _ = std::fs::remove_dir_all(&support_dir);
+            res.map_err(|e| match e.downcast::<EngineError>() {
+                Ok(e) => (engine_exit(&e), e.to_string()),
+                Err(e) => (ShoalExitCode::Infrastructure, format!("{e:#}")),
+            })
+        }
+        None => shoal_runner::run(req, store, &mut fanout, cancel)
+            .await
+            .map_err(|e| (engine_exit(&e), e.to_string())),
+    };
     let finish_errors = shoal_report::Reporter::finish(&mut fanout);
     let report = match result {
         Ok(r) => r,
-        Err(e) => return fail(engine_exit(&e), e),
+        Err((code, e)) => return fail(code, e),
     };
     for w in &report.warnings {
         eprintln!("warning: {w}");

@@ -7,6 +7,7 @@ mod chaos;
 mod command;
 mod config_errors;
 mod discovery_cache;
+mod distributed;
 mod events;
 mod history;
 mod init;

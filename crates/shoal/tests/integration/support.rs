@@ -133,6 +133,18 @@ impl Project {
         Cmd::new(cmd)
     }
 
+    /// `shoal -C DIR ARGS...` for another project directory, with this
+    /// project's environment and process marker.
+    pub fn shoal_at<I, S>(&self, dir: &Path, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = self.command_in_root(SHOAL);
+        cmd.arg("-C").arg(dir).args(args);
+        Cmd::new(cmd)
+    }
+
     /// Any program, run in the project root with the same clean environment.
     pub fn tool<I, S>(&self, program: &str, args: I) -> Cmd
     where
@@ -422,6 +434,17 @@ pub struct Output {
 }
 
 impl Output {
+    /// The output of a process run with [`Cmd::spawn`] and waited for.
+    pub fn from_parts(status: ExitStatus, stdout: String, stderr: String) -> Output {
+        Output {
+            status,
+            stdout,
+            stderr,
+            elapsed: Duration::ZERO,
+            what: "background shoal".into(),
+        }
+    }
+
     /// The exit code; panics if the process was killed by a signal.
     pub fn code(&self) -> i32 {
         self.status

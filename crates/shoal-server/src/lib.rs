@@ -1,0 +1,901 @@
+//! shoal's coordinator (`shoal serve`): accepts runs from clients, hands
+//! their tests to workers' slots as fenced, expiring leases, and records
+//! every result in the store before acknowledging it.
+//!
+//! - [`serve`]: runs the gRPC service until shutdown
+//! - `run`: one run's scheduler, leases and event log
+//!
+//! Durability: a run's spec (planned tests with their estimates) is stored
+//! at submission and every attempt before its report is acknowledged, so a
+//! coordinator killed at any point and restarted resumes every unfinished
+//! run without losing a recorded result. Leases are not adopted across a
+//! restart: their tests are requeued and late reports on them are fenced
+//! (see docs/design/distributed.md).
+
+mod run;
+
+use run::{HeldLease, ResultData, Run, RunSpec, SpecTest, parse_outcome};
+use shoal_core::event::NoticeLevel;
+use shoal_core::{CapturedOutput, TestId, now_epoch};
+use shoal_proto::auth::{AuthInterceptor, TokenSet, check_protocol_version};
+use shoal_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
+use shoal_proto::v1::*;
+use shoal_sched::SlotId;
+use shoal_snapshot::{BlobStore, Digest, Manifest};
+use shoal_store::{CoordinatorLock, QueuedRun, RunRecord, Store};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio_stream::Stream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Fencing tokens reserved per run: lease tokens are `base + n`.
+const TOKENS_PER_RUN: u64 = 1 << 32;
+/// Largest message accepted (blob uploads).
+const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
+/// How to run a coordinator.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub store: Arc<dyn Store>,
+    pub tokens: TokenSet,
+    /// Snapshot blobs live under `data_dir/blobs`.
+    pub data_dir: PathBuf,
+    /// A lease not renewed for this long is expired and its tests requeued.
+    pub lease_timeout: Duration,
+    /// Times a test's worker may be lost before the test is a crash.
+    pub max_requeues: u32,
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+}
+
+/// Why the coordinator could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] shoal_store::StoreError),
+    #[error("cannot open the blob store: {0}")]
+    Blobs(#[from] shoal_snapshot::SnapshotError),
+    #[error(
+        "refusing to listen on {0} without a token: give --token (or SHOAL_TOKEN), or listen on a loopback address"
+    )]
+    OpenOnNetwork(std::net::SocketAddr),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Debug)]
+struct Worker {
+    index: u32,
+    name: String,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    runs: HashMap<String, Run>,
+    /// Submission order, for tie-breaking between runs.
+    order: Vec<String>,
+    workers: HashMap<String, Worker>,
+    next_worker: u32,
+}
+
+#[derive(Debug)]
+struct Shared {
+    store: Arc<dyn Store>,
+    blobs: BlobStore,
+    lease_timeout: Duration,
+    max_requeues: u32,
+    incarnation: String,
+    inner: Mutex<Inner>,
+    /// Wakes long-polling lease requests: work was added or freed.
+    work: Notify,
+    _lock: CoordinatorLock,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Runs the coordinator on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    opts: ServeOptions,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    let addr = listener.local_addr()?;
+    if opts.tokens.is_open() && !addr.ip().is_loopback() {
+        return Err(ServerError::OpenOnNetwork(addr));
+    }
+    let lock = opts.store.lock_coordinator().await?;
+    let blobs = BlobStore::open(opts.data_dir.join("blobs"))?;
+    let shared = Arc::new(Shared {
+        store: opts.store.clone(),
+        blobs,
+        lease_timeout: opts.lease_timeout,
+        max_requeues: opts.max_requeues,
+        incarnation: uuid::Uuid::now_v7().to_string(),
+        inner: Mutex::new(Inner::default()),
+        work: Notify::new(),
+        _lock: lock,
+    });
+    resume_runs(&shared).await?;
+    let ticker = tokio::spawn(expiry_loop(shared.clone(), shutdown.clone()));
+    let service = tonic::service::interceptor::InterceptedService::new(
+        CoordinatorServer::new(Service {
+            shared: shared.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE),
+        AuthInterceptor::new(opts.tokens.clone()),
+    );
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = opts.tls {
+        builder = builder.tls_config(tls)?;
+    }
+    tracing::info!(%addr, "coordinator listening");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let res = builder
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+        .await;
+    ticker.abort();
+    res?;
+    Ok(())
+}
+
+/// Rebuilds every unfinished run from the store.
+async fn resume_runs(shared: &Arc<Shared>) -> Result<(), ServerError> {
+    for q in shared.store.open_queued_runs().await? {
+        let spec: RunSpec = match serde_json::from_str(&q.spec) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(run = %q.run_id, "unreadable stored run, closing it: {e}");
+                shared.store.close_queued_run(&q.run_id).await?;
+                continue;
+            }
+        };
+        let base = shared.store.reserve_tokens(TOKENS_PER_RUN).await?;
+        let mut run = match Run::new(
+            q.run_id.clone(),
+            spec,
+            base,
+            shared.lease_timeout,
+            shared.max_requeues,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(run = %q.run_id, "cannot replan stored run, closing it: {e}");
+                shared.store.close_queued_run(&q.run_id).await?;
+                continue;
+            }
+        };
+        let records = shared.store.attempts_of_run(&q.run_id).await?;
+        for l in shared.store.leases(Some(&q.run_id)).await? {
+            shared.store.drop_lease(&l.run_id, l.lease_id).await?;
+        }
+        let restored = run.restore(&records);
+        run.notice(
+            NoticeLevel::Warn,
+            format!(
+                "the coordinator restarted and resumed this run: {restored} of {} executions already had results",
+                run.sched.planned()
+            ),
+        );
+        tracing::info!(run = %q.run_id, restored, "resumed run");
+        let fin = run.check_finished();
+        let mut inner = shared.lock();
+        inner.order.push(q.run_id.clone());
+        inner.runs.insert(q.run_id.clone(), run);
+        drop(inner);
+        if let Some(fin) = fin {
+            finish_in_store(shared, &fin).await;
+        }
+    }
+    Ok(())
+}
+
+/// Expires leases of dead workers and writes what that decided.
+async fn expiry_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let mut records = Vec::new();
+        let mut finished = Vec::new();
+        let mut dropped = Vec::new();
+        let mut freed = false;
+        {
+            let mut inner = shared.lock();
+            for run in inner.runs.values_mut() {
+                for held in run.expire() {
+                    tracing::warn!(run = %run.id, worker = %held.worker_name, token = held.lease.token, "lease expired; its tests are requeued");
+                    dropped.push((run.id.clone(), held.lease.token));
+                    freed = true;
+                }
+                records.append(&mut run.pending);
+                finished.extend(run.check_finished());
+            }
+        }
+        if freed {
+            shared.work.notify_waiters();
+        }
+        write_records(&shared, records).await;
+        for (run, token) in dropped {
+            let _ = shared.store.drop_lease(&run, token).await;
+        }
+        for fin in finished {
+            finish_in_store(&shared, &fin).await;
+        }
+    }
+}
+
+/// Writes attempts; on failure they are kept and written with the next batch.
+async fn write_records(shared: &Shared, records: Vec<shoal_store::AttemptRecord>) -> bool {
+    if records.is_empty() {
+        return true;
+    }
+    match shared.store.record_attempts(&records).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!("failed to record {} attempts: {e}", records.len());
+            // Put them back on their runs so a later write retries them.
+            let mut inner = shared.lock();
+            for r in records {
+                if let Some(run) = inner.runs.get_mut(&r.run_id) {
+                    run.pending.push(r);
+                }
+            }
+            false
+        }
+    }
+}
+
+async fn finish_in_store(shared: &Shared, fin: &shoal_core::event::RunFinished) {
+    if let Err(e) = shared
+        .store
+        .finish_run(
+            &fin.run_id,
+            fin.end,
+            &fin.counts,
+            fin.interrupted,
+            fin.exit_code,
+        )
+        .await
+    {
+        tracing::error!(run = %fin.run_id, "failed to record the end of the run: {e}");
+    }
+    if let Err(e) = shared.store.close_queued_run(&fin.run_id).await {
+        tracing::error!(run = %fin.run_id, "failed to close the run: {e}");
+    }
+    tracing::info!(run = %fin.run_id, exit_code = fin.exit_code, "run finished");
+}
+
+#[derive(Debug, Clone)]
+struct Service {
+    shared: Arc<Shared>,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn unknown_worker() -> Status {
+    Status::not_found("this coordinator does not know the worker: register again")
+}
+
+#[tonic::async_trait]
+impl Coordinator for Service {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterReply>, Status> {
+        let req = request.into_inner();
+        check_protocol_version(req.protocol_version)?;
+        if req.worker_id.is_empty() {
+            return Err(Status::invalid_argument("worker_id is empty"));
+        }
+        let mut inner = self.shared.lock();
+        if !inner.workers.contains_key(&req.worker_id) {
+            let index = inner.next_worker;
+            inner.next_worker += 1;
+            tracing::info!(worker = %req.name, slots = req.slots, index, "worker registered");
+            inner.workers.insert(
+                req.worker_id.clone(),
+                Worker {
+                    index,
+                    name: req.name.clone(),
+                },
+            );
+        }
+        let timeout = self.shared.lease_timeout;
+        Ok(Response::new(RegisterReply {
+            protocol_version: shoal_proto::PROTOCOL_VERSION,
+            lease_timeout_ms: timeout.as_millis() as u64,
+            heartbeat_interval_ms: (timeout.as_millis() as u64 / 4).max(100),
+            coordinator_id: self.shared.incarnation.clone(),
+        }))
+    }
+
+    async fn lease(&self, request: Request<LeaseRequest>) -> Result<Response<LeaseReply>, Status> {
+        let req = request.into_inner();
+        let wait = Duration::from_millis(req.wait_ms.min(60_000));
+        let until = Instant::now() + wait;
+        loop {
+            let notified = self.shared.work.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(batch) = self.try_lease(&req)? {
+                return Ok(Response::new(LeaseReply { batch: Some(batch) }));
+            }
+            if tokio::time::timeout_at(until.into(), notified)
+                .await
+                .is_err()
+            {
+                return Ok(Response::new(LeaseReply { batch: None }));
+            }
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
+        let req = request.into_inner();
+        let mut inner = self.shared.lock();
+        if !inner.workers.contains_key(&req.worker_id) {
+            return Ok(Response::new(HeartbeatReply {
+                register_again: true,
+                stop: req.held,
+            }));
+        }
+        let mut stop = Vec::new();
+        for h in req.held {
+            let live = inner.runs.get_mut(&h.run_id).is_some_and(|run| {
+                let now = run.now();
+                match run.leases.get(&h.token) {
+                    Some(held) if held.worker_id == req.worker_id => {
+                        run.sched.renew(held.lease.id, h.token, now).is_ok()
+                    }
+                    _ => false,
+                }
+            });
+            if !live {
+                stop.push(h);
+            }
+        }
+        Ok(Response::new(HeartbeatReply {
+            register_again: false,
+            stop,
+        }))
+    }
+
+    async fn report(
+        &self,
+        request: Request<ReportRequest>,
+    ) -> Result<Response<ReportReply>, Status> {
+        let req = request.into_inner();
+        let step = self.apply_report(req.clone())?;
+        let Some((records, fin, done)) = step else {
+            // Fenced: an expired, released or pre-restart lease.
+            return Ok(Response::new(ReportReply { stale: true }));
+        };
+        if done {
+            self.shared.work.notify_waiters();
+        }
+        if !write_records(&self.shared, records).await {
+            return Err(Status::unavailable(
+                "the coordinator could not record the results; send them again",
+            ));
+        }
+        if done {
+            let _ = self.shared.store.drop_lease(&req.run_id, req.token).await;
+        }
+        if let Some(fin) = fin {
+            finish_in_store(&self.shared, &fin).await;
+        }
+        Ok(Response::new(ReportReply { stale: false }))
+    }
+
+    async fn get_run(
+        &self,
+        request: Request<GetRunRequest>,
+    ) -> Result<Response<shoal_proto::v1::RunSpec>, Status> {
+        let req = request.into_inner();
+        let inner = self.shared.lock();
+        let run = self.run_for_worker(&inner, &req.worker_id, &req.run_id)?;
+        Ok(Response::new(shoal_proto::v1::RunSpec {
+            run_id: run.id.clone(),
+            manifest_digest: run.spec.manifest_digest.clone(),
+            config_toml: run.spec.config_toml.clone(),
+            project_dir: run.spec.project_dir.clone(),
+            retries: run.spec.retries,
+            user: run.spec.user.clone(),
+        }))
+    }
+
+    type FetchBlobsStream = BoxStream<Blob>;
+
+    async fn fetch_blobs(
+        &self,
+        request: Request<FetchBlobsRequest>,
+    ) -> Result<Response<Self::FetchBlobsStream>, Status> {
+        let req = request.into_inner();
+        let manifest_digest = {
+            let inner = self.shared.lock();
+            let run = self.run_for_worker(&inner, &req.worker_id, &req.run_id)?;
+            (run.spec.manifest_digest.clone(), run.blobs.is_some())
+        };
+        if !manifest_digest.1 {
+            let digest = Digest::parse(&manifest_digest.0)
+                .map_err(|e| Status::internal(format!("bad stored manifest digest: {e}")))?;
+            let bytes =
+                self.shared.blobs.read(&digest).map_err(|e| {
+                    Status::internal(format!("cannot read the run's manifest: {e}"))
+                })?;
+            let manifest = Manifest::from_json(&bytes)
+                .map_err(|e| Status::internal(format!("cannot parse the run's manifest: {e}")))?;
+            let set = manifest.blobs().map(|d| d.to_string()).collect();
+            if let Some(run) = self.shared.lock().runs.get_mut(&req.run_id) {
+                run.blobs = Some(set);
+            }
+        }
+        let mut out = Vec::with_capacity(req.digests.len());
+        {
+            let inner = self.shared.lock();
+            let run = self.run_for_worker(&inner, &req.worker_id, &req.run_id)?;
+            for d in &req.digests {
+                let allowed = *d == run.spec.manifest_digest
+                    || run.blobs.as_ref().is_some_and(|b| b.contains(d));
+                if !allowed {
+                    return Err(Status::permission_denied(format!(
+                        "blob {d} is not part of run {}'s snapshot",
+                        run.id
+                    )));
+                }
+                out.push(d.clone());
+            }
+        }
+        let blobs = self.shared.blobs.clone();
+        let stream = tokio_stream::iter(out.into_iter().map(move |d| {
+            let digest = Digest::parse(&d).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let data = blobs
+                .read(&digest)
+                .map_err(|e| Status::not_found(format!("blob {d}: {e}")))?;
+            Ok(Blob { digest: d, data })
+        }));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn missing_blobs(
+        &self,
+        request: Request<MissingBlobsRequest>,
+    ) -> Result<Response<MissingBlobsReply>, Status> {
+        let req = request.into_inner();
+        let mut digests = Vec::with_capacity(req.digests.len());
+        for d in &req.digests {
+            digests.push(Digest::parse(d).map_err(|e| Status::invalid_argument(e.to_string()))?);
+        }
+        let missing = self
+            .shared
+            .blobs
+            .missing(&digests)
+            .into_iter()
+            .map(|d| d.to_string())
+            .collect();
+        Ok(Response::new(MissingBlobsReply { missing }))
+    }
+
+    async fn upload_blobs(
+        &self,
+        request: Request<Streaming<Blob>>,
+    ) -> Result<Response<UploadBlobsReply>, Status> {
+        let mut stream = request.into_inner();
+        let mut stored = 0;
+        while let Some(blob) = stream.message().await? {
+            let digest =
+                Digest::parse(&blob.digest).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            self.shared
+                .blobs
+                .put_verified(&digest, &blob.data)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            stored += 1;
+        }
+        Ok(Response::new(UploadBlobsReply { stored }))
+    }
+
+    async fn submit(
+        &self,
+        request: Request<SubmitRequest>,
+    ) -> Result<Response<SubmitReply>, Status> {
+        let req = request.into_inner();
+        check_protocol_version(req.protocol_version)?;
+        let digest = Digest::parse(&req.manifest_digest)
+            .map_err(|e| Status::invalid_argument(format!("manifest digest: {e}")))?;
+        if !self.shared.blobs.has(&digest) {
+            return Err(Status::failed_precondition(
+                "the snapshot's manifest was not uploaded",
+            ));
+        }
+        if req.tests.is_empty() {
+            return Err(Status::invalid_argument("the run has no tests"));
+        }
+        let ids: Vec<TestId> = req
+            .tests
+            .iter()
+            .map(|t| TestId::new(t.suite.clone(), t.name.clone()))
+            .collect();
+        let known = self
+            .shared
+            .store
+            .duration_estimates(&ids)
+            .await
+            .unwrap_or_default();
+        let mut planned: Vec<shoal_sched::PlannedTest> = Vec::new();
+        for t in &req.tests {
+            planned.push(shoal_sched::PlannedTest {
+                case: shoal_core::TestCase {
+                    id: TestId::new(t.suite.clone(), t.name.clone()),
+                    group: t.group.clone(),
+                    runner: None,
+                },
+                estimate: Duration::from_millis(t.default_duration_ms),
+                retries: t.retries,
+                max_batch: (t.max_batch as usize).max(1),
+                batch_overhead: Duration::from_micros(t.batch_overhead_us),
+            });
+        }
+        let default = Duration::from_millis(
+            req.tests
+                .iter()
+                .map(|t| t.default_duration_ms)
+                .max()
+                .unwrap_or(1000),
+        );
+        shoal_sched::fill_estimates(&mut planned, &known, default);
+        let spec = RunSpec {
+            manifest_digest: req.manifest_digest.clone(),
+            config_toml: req.config_toml,
+            project_dir: req.project_dir,
+            retries: req.retries,
+            user: req.user.clone(),
+            commit: req.commit.clone(),
+            dirty: req.dirty,
+            selection: req.selection.clone(),
+            repeat: req.repeat.max(1),
+            submitted: now_epoch(),
+            tests: planned
+                .iter()
+                .map(|p| SpecTest {
+                    suite: p.case.id.suite.clone(),
+                    name: p.case.id.name.clone(),
+                    group: p.case.group.clone(),
+                    estimate_us: p.estimate.as_micros() as u64,
+                    retries: p.retries,
+                    max_batch: p.max_batch,
+                    overhead_us: p.batch_overhead.as_micros() as u64,
+                })
+                .collect(),
+        };
+        let run_id = uuid::Uuid::now_v7().to_string();
+        let base = self
+            .shared
+            .store
+            .reserve_tokens(TOKENS_PER_RUN)
+            .await
+            .map_err(store_status)?;
+        let mut run = Run::new(
+            run_id.clone(),
+            spec.clone(),
+            base,
+            self.shared.lease_timeout,
+            self.shared.max_requeues,
+        )
+        .map_err(|e| Status::invalid_argument(format!("cannot plan the run: {e}")))?;
+        let spec_json = serde_json::to_string(&spec)
+            .map_err(|e| Status::internal(format!("cannot encode the run: {e}")))?;
+        let store = &self.shared.store;
+        store
+            .begin_run(&RunRecord {
+                run_id: run_id.clone(),
+                started: spec.submitted,
+                commit: spec.commit.clone(),
+                dirty: spec.dirty,
+                worker: format!("coordinator (user {})", spec.user),
+                selection: spec.selection.clone(),
+                planned: run.sched.planned(),
+            })
+            .await
+            .map_err(store_status)?;
+        store
+            .save_queued_run(&QueuedRun {
+                run_id: run_id.clone(),
+                spec: spec_json,
+                submitted: spec.submitted,
+            })
+            .await
+            .map_err(store_status)?;
+        let estimated_work: f64 = planned
+            .iter()
+            .map(|p| p.estimate.as_secs_f64())
+            .sum::<f64>()
+            * spec.repeat as f64;
+        run.emit(&shoal_core::Event::RunStarted(
+            shoal_core::event::RunStarted {
+                run_id: run_id.clone(),
+                commit: spec.commit.clone(),
+                dirty: spec.dirty,
+                slots: 0,
+                worker: "coordinator".into(),
+                planned: run.sched.planned(),
+                repeat: spec.repeat,
+                retries: spec.retries.unwrap_or(0),
+                estimated_work,
+                start: spec.submitted,
+            },
+        ));
+        tracing::info!(run = %run_id, user = %spec.user, tests = spec.tests.len(), "run submitted");
+        {
+            let mut inner = self.shared.lock();
+            inner.order.push(run_id.clone());
+            inner.runs.insert(run_id.clone(), run);
+        }
+        self.shared.work.notify_waiters();
+        Ok(Response::new(SubmitReply { run_id }))
+    }
+
+    type WatchStream = BoxStream<RunEvent>;
+
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let req = request.into_inner();
+        let mut rx = {
+            let inner = self.shared.lock();
+            let run = inner
+                .runs
+                .get(&req.run_id)
+                .ok_or_else(|| Status::not_found(format!("no active run {}", req.run_id)))?;
+            run.seq.subscribe()
+        };
+        let shared = self.shared.clone();
+        let (tx, out) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut next = req.from_seq as usize;
+            loop {
+                let (batch, finished) = {
+                    let inner = shared.lock();
+                    let Some(run) = inner.runs.get(&req.run_id) else {
+                        return;
+                    };
+                    let batch: Vec<(u64, String)> = run.events[next.min(run.events.len())..]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| ((next + i) as u64, e.clone()))
+                        .collect();
+                    (batch, run.finished)
+                };
+                next += batch.len();
+                for (seq, json) in batch {
+                    if tx.send(Ok(RunEvent { seq, json })).await.is_err() {
+                        return;
+                    }
+                }
+                if finished {
+                    let inner = shared.lock();
+                    if inner
+                        .runs
+                        .get(&req.run_id)
+                        .is_none_or(|r| r.events.len() <= next)
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<CancelRequest>,
+    ) -> Result<Response<CancelReply>, Status> {
+        let req = request.into_inner();
+        let fin = {
+            let mut inner = self.shared.lock();
+            let Some(run) = inner.runs.get_mut(&req.run_id) else {
+                return Ok(Response::new(CancelReply { found: false }));
+            };
+            tracing::info!(run = %req.run_id, "run cancelled");
+            run.cancel();
+            run.check_finished()
+        };
+        if let Some(fin) = fin {
+            finish_in_store(&self.shared, &fin).await;
+        }
+        Ok(Response::new(CancelReply { found: true }))
+    }
+}
+
+impl Service {
+    /// Applies a report under the lock; `None` when its lease is stale.
+    #[expect(clippy::type_complexity, reason = "a private step of one handler")]
+    fn apply_report(
+        &self,
+        req: ReportRequest,
+    ) -> Result<
+        Option<(
+            Vec<shoal_store::AttemptRecord>,
+            Option<shoal_core::event::RunFinished>,
+            bool,
+        )>,
+        Status,
+    > {
+        let mut inner = self.shared.lock();
+        let Some(run) = inner.runs.get_mut(&req.run_id) else {
+            return Ok(None);
+        };
+        match run.leases.get(&req.token) {
+            Some(h) if h.worker_id != req.worker_id => {
+                return Err(Status::permission_denied(
+                    "this worker does not hold that lease",
+                ));
+            }
+            Some(_) => {}
+            None => return Ok(None),
+        }
+
+        for s in &req.started {
+            run.started(req.token, s.exec, s.at);
+        }
+        for f in req.finished {
+            let Some(outcome) = parse_outcome(&f.outcome) else {
+                return Err(Status::invalid_argument(format!(
+                    "unknown outcome {:?}",
+                    f.outcome
+                )));
+            };
+            let data = ResultData {
+                duration: f.duration,
+                message: f.message,
+                output: CapturedOutput {
+                    text: f.output,
+                    truncated_bytes: f.output_truncated_bytes,
+                },
+                start: f.start,
+                end: f.end,
+            };
+            run.finished_test(req.token, f.exec, outcome, data);
+        }
+        for n in req.notices {
+            run.notice(NoticeLevel::Warn, n);
+        }
+        if let Some(e) = req.slot_failed {
+            run.notice(NoticeLevel::Error, format!("a slot could not start: {e}"));
+        }
+        if req.done {
+            run.end_lease(req.token, "its batch ended without running it");
+        }
+        let fin = run.check_finished();
+        Ok(Some((std::mem::take(&mut run.pending), fin, req.done)))
+    }
+
+    fn run_for_worker<'a>(
+        &self,
+        inner: &'a Inner,
+        worker_id: &str,
+        run_id: &str,
+    ) -> Result<&'a Run, Status> {
+        let run = inner
+            .runs
+            .get(run_id)
+            .ok_or_else(|| Status::not_found(format!("no active run {run_id}")))?;
+        if !run.held_by(worker_id) {
+            return Err(Status::permission_denied(
+                "only a worker holding a lease of the run may read it",
+            ));
+        }
+        Ok(run)
+    }
+
+    /// A batch for the slot from the run that holds the fewest leases.
+    fn try_lease(&self, req: &LeaseRequest) -> Result<Option<Batch>, Status> {
+        let mut guard = self.shared.lock();
+        let inner = &mut *guard;
+        let worker = inner
+            .workers
+            .get(&req.worker_id)
+            .ok_or_else(unknown_worker)?;
+        let slot = SlotId::new(worker.index, req.slot);
+        let name = worker.name.clone();
+        let mut candidates: Vec<(usize, usize, String)> = inner
+            .order
+            .iter()
+            .enumerate()
+            .filter_map(|(i, id)| {
+                let run = inner.runs.get(id)?;
+                (!run.finished && !run.cancelled && run.sched.queued() > 0)
+                    .then(|| (run.leases.len(), i, id.clone()))
+            })
+            .collect();
+        candidates.sort();
+        for (_, _, id) in candidates {
+            let Some(run) = inner.runs.get_mut(&id) else {
+                continue;
+            };
+            let now = run.now();
+            let Some(lease) = run.sched.lease(slot, now) else {
+                continue;
+            };
+            let token = lease.token;
+            let batch = Batch {
+                run_id: id.clone(),
+                lease_id: token,
+                token,
+                lease_timeout_ms: self.shared.lease_timeout.as_millis() as u64,
+                items: lease
+                    .items
+                    .iter()
+                    .map(|e| BatchItem {
+                        exec: e.exec.0,
+                        suite: e.case.id.suite.clone(),
+                        name: e.case.id.name.clone(),
+                        group: e.case.group.clone(),
+                        attempt: e.attempt,
+                        repeat: e.repeat,
+                        estimate_ms: e.estimate.as_millis() as u64,
+                    })
+                    .collect(),
+            };
+            run.leases.insert(
+                token,
+                HeldLease {
+                    lease,
+                    worker_id: req.worker_id.clone(),
+                    worker_name: name,
+                },
+            );
+            let record = shoal_store::LeaseRecord {
+                run_id: id.clone(),
+                lease_id: token,
+                token,
+                worker_id: req.worker_id.clone(),
+                slot: req.slot,
+                items: serde_json::to_string(
+                    &batch
+                        .items
+                        .iter()
+                        .map(|i| (i.exec, i.attempt))
+                        .collect::<Vec<_>>(),
+                )
+                .unwrap_or_default(),
+                deadline: now_epoch() + self.shared.lease_timeout.as_secs_f64(),
+            };
+            let store = self.shared.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.save_lease(&record).await {
+                    tracing::warn!("failed to record a lease: {e}");
+                }
+            });
+            return Ok(Some(batch));
+        }
+        Ok(None)
+    }
+}
+
+fn store_status(e: shoal_store::StoreError) -> Status {
+    Status::unavailable(format!("store error: {e}"))
+}

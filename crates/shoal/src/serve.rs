@@ -1,0 +1,202 @@
+//! `shoal serve` (the coordinator) and `shoal worker`: argument parsing and
+//! wiring; the work is in `shoal-server` and `shoal-worker`.
+
+use crate::exit_code::ShoalExitCode;
+use crate::fail;
+use clap::Args;
+use shoal_proto::auth::TokenSet;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Without a token only loopback addresses are
+    /// allowed.
+    #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
+    listen: String,
+    /// Where runs, leases and results live: `sqlite://PATH` or
+    /// `postgres://USER:PASSWORD@HOST/DB` [default: sqlite://DATA_DIR/coordinator.db].
+    #[arg(long, env = "SHOAL_STORE", value_name = "URL", hide_env_values = true)]
+    store: Option<String>,
+    /// Directory for snapshot blobs (and the default SQLite store).
+    #[arg(long, default_value = ".shoal/coordinator", value_name = "DIR")]
+    data_dir: PathBuf,
+    /// Token workers and clients must present (prefer SHOAL_TOKEN).
+    #[arg(
+        long,
+        env = "SHOAL_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// A lease not renewed for this long is expired and its tests requeued.
+    #[arg(long, default_value = "10s", value_parser = crate::parse_duration, value_name = "DURATION")]
+    lease_timeout: Duration,
+    /// Times a test's worker may be lost before the test counts as a crash.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    max_requeues: u32,
+    /// TLS certificate (PEM); with --tls-key, serve https.
+    #[arg(long, requires = "tls_key", value_name = "PATH")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert", value_name = "PATH")]
+    tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    remote: crate::RemoteArgs,
+    /// Concurrent slots [default: logical cores].
+    #[arg(short = 'j', long = "slots", env = "SHOAL_SLOTS", value_name = "N")]
+    slots: Option<u32>,
+    /// A label the coordinator may match on (repeatable), e.g. `os=linux`.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// This worker's name [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Snapshots, run directories and setup markers [default: ~/.cache/shoal-worker].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// On SIGTERM, let running batches finish for this long.
+    #[arg(long, default_value = "60s", value_parser = crate::parse_duration, value_name = "DURATION")]
+    drain_timeout: Duration,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("a label is KEY=VALUE, not {s:?}"))
+}
+
+pub async fn serve_cmd(root: &Path, args: ServeArgs) -> ShoalExitCode {
+    let data_dir = root.join(&args.data_dir);
+    if let Err(e) = std::fs::create_dir_all(&data_dir) {
+        return fail(
+            ShoalExitCode::Infrastructure,
+            format!("cannot create {}: {e}", data_dir.display()),
+        );
+    }
+    let url = args
+        .store
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("coordinator.db").display()));
+    let store = match shoal_store::open_store(&url).await {
+        Ok(s) => s,
+        Err(e) => return fail(ShoalExitCode::Infrastructure, e),
+    };
+    let tokens: Vec<String> = args
+        .token
+        .iter()
+        .filter(|t| !t.is_empty())
+        .cloned()
+        .collect();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => match shoal_proto::tls::server_config(c, k) {
+            Ok(t) => Some(t),
+            Err(e) => return fail(ShoalExitCode::Usage, e),
+        },
+        _ => None,
+    };
+    let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            return fail(
+                ShoalExitCode::Infrastructure,
+                format!("cannot listen on {}: {e}", args.listen),
+            );
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    eprintln!(
+        "shoal coordinator listening on {addr} (store {}, {})",
+        shoal_store::redact_url(&url),
+        if tokens.is_empty() {
+            "no token: loopback only"
+        } else {
+            "token required"
+        }
+    );
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let opts = shoal_server::ServeOptions {
+        store,
+        tokens: TokenSet::new(&tokens),
+        data_dir,
+        lease_timeout: args.lease_timeout,
+        max_requeues: args.max_requeues,
+        tls,
+    };
+    match shoal_server::serve(listener, opts, shutdown).await {
+        Ok(()) => ShoalExitCode::Success,
+        Err(e) => fail(ShoalExitCode::Infrastructure, e),
+    }
+}
+
+pub async fn worker_cmd(args: WorkerArgs) -> ShoalExitCode {
+    let Some(remote) = args.remote.remote() else {
+        return fail(
+            ShoalExitCode::Usage,
+            "give the coordinator with --server URL (or SHOAL_SERVER)",
+        );
+    };
+    let slots = args.slots.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1)
+    });
+    let name = args.name.unwrap_or_else(shoal_worker::host_name);
+    let cache_dir = args.cache_dir.unwrap_or_else(|| {
+        std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir)
+            .join(".cache")
+            .join("shoal-worker")
+    });
+    let opts = shoal_worker::WorkerOptions {
+        server: remote.server,
+        token: remote.token,
+        ca: remote.ca,
+        slots: slots.max(1),
+        labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        name,
+        cache_dir,
+        drain_timeout: args.drain_timeout,
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    match shoal_worker::run_worker(opts, shutdown).await {
+        Ok(()) => ShoalExitCode::Success,
+        Err(e) => fail(ShoalExitCode::Infrastructure, e),
+    }
+}
+
+/// SIGTERM or Ctrl-C: shut down gracefully; a second one exits at once.
+async fn stop_on_signal(shutdown: tokio_util::sync::CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return;
+    };
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        seen += 1;
+        if seen == 1 {
+            tracing::warn!(
+                "shutting down: finishing in-flight work (signal again to exit at once)"
+            );
+            shutdown.cancel();
+        } else {
+            std::process::exit(ShoalExitCode::Interrupted as i32);
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! Distributed runs: a real coordinator (`shoal serve`) and real workers
+//! (`shoal worker`) as separate processes on loopback, a client
+//! (`shoal run --server`), and the failures the issue names: a worker
+//! killed mid-batch, the coordinator killed and restarted mid-run, a worker
+//! cut off (stopped) and healed, two runs at once, a bad token. Every test
+//! checks in the coordinator's store that each test has exactly one final
+//! result. Each runs against SQLite and, when `SHOAL_TEST_POSTGRES_URL` is
+//! set (CI sets it), against PostgreSQL.
+
+use crate::events::Events;
+use crate::support::{Output, Project, Running};
+use std::collections::BTreeMap;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "e2e-secret-token-7d1c";
+
+/// The stores to run against: SQLite always, PostgreSQL when available.
+fn backends() -> Vec<Backend> {
+    let mut out = vec![Backend::Sqlite];
+    match std::env::var("SHOAL_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => out.push(Backend::Postgres(url)),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI must provide PostgreSQL: set SHOAL_TEST_POSTGRES_URL (scripts/test does)")
+        }
+        _ => eprintln!(
+            "distributed tests: PostgreSQL variant SKIPPED (SHOAL_TEST_POSTGRES_URL is unset)"
+        ),
+    }
+    out
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite,
+    Postgres(String),
+}
+
+/// A coordinator, its workers and a project, torn down on drop.
+struct Cluster {
+    project: Project,
+    port: u16,
+    store_url: String,
+    pg_db: Option<(String, String)>,
+    coordinator: Option<Running>,
+    workers: Vec<Running>,
+    lease_timeout: &'static str,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn psql(url: &str, sql: &str) {
+    let out = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Cluster {
+    fn new(backend: &Backend, lease_timeout: &'static str) -> Cluster {
+        crate::support::require_pytest();
+        let project = Project::copy_of("distributed-project");
+        let (store_url, pg_db) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}", project.out("coordinator.db").display()),
+                None,
+            ),
+            Backend::Postgres(admin) => {
+                let name = format!("shoal_e2e_{}", free_port());
+                psql(admin, &format!("DROP DATABASE IF EXISTS {name}"));
+                psql(admin, &format!("CREATE DATABASE {name}"));
+                let (base, _) = admin
+                    .rsplit_once('/')
+                    .expect("postgres URL with a database");
+                (format!("{base}/{name}"), Some((admin.clone(), name)))
+            }
+        };
+        let mut c = Cluster {
+            project,
+            port: free_port(),
+            store_url,
+            pg_db,
+            coordinator: None,
+            workers: Vec::new(),
+            lease_timeout,
+        };
+        c.start_coordinator();
+        c
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn start_coordinator(&mut self) {
+        let data = self.project.out("coordinator-data");
+        let running = self
+            .project
+            .shoal(["serve", "--listen"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args([
+                "--store",
+                &self.store_url,
+                "--lease-timeout",
+                self.lease_timeout,
+            ])
+            .arg("--data-dir")
+            .arg(&data)
+            .env("SHOAL_TOKEN", TOKEN)
+            .spawn();
+        self.coordinator = Some(running);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self
+                .coordinator
+                .as_mut()
+                .and_then(|c| c.wait_for(Duration::ZERO))
+            {
+                panic!(
+                    "the coordinator exited ({status}):\n{}",
+                    self.coordinator
+                        .as_ref()
+                        .map(|c| c.stderr())
+                        .unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the coordinator did not start listening"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill_coordinator(&mut self) {
+        if let Some(mut c) = self.coordinator.take() {
+            signal(c.pid(), nix::sys::signal::Signal::SIGKILL);
+            let _ = c.wait_for(Duration::from_secs(10));
+        }
+    }
+
+    fn start_worker(&mut self, name: &str, slots: u32) -> usize {
+        let cache = self.project.out(&format!("worker-{name}"));
+        let running = self
+            .project
+            .shoal(["worker", "--server", &self.url(), "--name", name])
+            .arg("--slots")
+            .arg(slots.to_string())
+            .arg("--cache-dir")
+            .arg(&cache)
+            .env("SHOAL_TOKEN", TOKEN)
+            .spawn();
+        self.workers.push(running);
+        self.workers.len() - 1
+    }
+
+    fn worker_pid(&self, i: usize) -> i32 {
+        self.workers[i].pid()
+    }
+
+    /// `shoal run --server` on the project, events to `name.jsonl`.
+    fn client(&self, name: &str) -> crate::support::Cmd {
+        self.client_in(&self.project.root().to_path_buf(), name)
+    }
+
+    fn client_in(&self, root: &PathBuf, name: &str) -> crate::support::Cmd {
+        self.project
+            .shoal_at(root, ["run", "--server", &self.url(), "--json"])
+            .arg(self.project.out(&format!("{name}.jsonl")))
+            .env("SHOAL_TOKEN", TOKEN)
+    }
+
+    fn events(&self, name: &str) -> Events {
+        Events::read(&self.project.out(&format!("{name}.jsonl")))
+    }
+
+    /// Final results per test of `run_id` in the coordinator's store.
+    fn stored_finals(&self, run_id: &str) -> BTreeMap<String, usize> {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let store = shoal_store::open_store(&self.store_url)
+                .await
+                .expect("open store");
+            let attempts = store.attempts_of_run(run_id).await.expect("attempts");
+            let mut finals = BTreeMap::new();
+            for a in attempts {
+                if a.final_status.is_some() {
+                    *finals.entry(a.test).or_insert(0) += 1;
+                }
+            }
+            finals
+        })
+    }
+
+    /// Asserts that the run's 30 tests each have exactly one final result,
+    /// in the client's events and in the store.
+    #[track_caller]
+    fn assert_complete(&self, name: &str, out: &Output) {
+        out.assert_code(0);
+        let events = self.events(name);
+        let finished = events.run_finished();
+        assert_eq!(finished["counts"]["passed"], 30, "{}", out.dump());
+        let finals = events.finals();
+        assert_eq!(finals.len(), 30, "one final event per test");
+        let run_id = finished["run_id"].as_str().expect("run id").to_owned();
+        let stored = self.stored_finals(&run_id);
+        assert_eq!(
+            stored.len(),
+            30,
+            "every test has a stored final: {stored:?}"
+        );
+        assert!(
+            stored.values().all(|&n| n == 1),
+            "a test has more than one stored final result: {stored:?}"
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            w.kill();
+        }
+        if let Some(c) = &mut self.coordinator {
+            c.kill();
+        }
+        if let Some((admin, name)) = &self.pg_db {
+            let _ = Command::new("psql")
+                .args([
+                    admin.as_str(),
+                    "-qc",
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                ])
+                .output();
+        }
+    }
+}
+
+fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+}
+
+/// Waits until the client's event file has at least `n` final results.
+fn wait_for_finals(c: &Cluster, name: &str, n: usize) {
+    let path = c.project.out(&format!("{name}.jsonl"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let count = std::fs::read_to_string(&path)
+            .map(|s| {
+                s.lines()
+                    .filter(|l| l.contains("\"final_status\":\""))
+                    .count()
+            })
+            .unwrap_or(0);
+        if count >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run did not reach {n} results"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_run_on_two_workers_completes_with_every_result_recorded_once() {
+    for backend in backends() {
+        let mut c = Cluster::new(&backend, "10s");
+        c.start_worker("w1", 2);
+        c.start_worker("w2", 2);
+        let out = c.client("run").run();
+        c.assert_complete("run", &out);
+        let workers: std::collections::BTreeSet<String> = c
+            .events("run")
+            .finals()
+            .into_iter()
+            .map(|a| a.worker)
+            .collect();
+        assert_eq!(workers.len(), 2, "both workers ran tests: {workers:?}");
+    }
+}
+
+#[test]
+fn a_worker_killed_mid_batch_loses_no_test() {
+    for backend in backends() {
+        let mut c = Cluster::new(&backend, "2s");
+        let doomed = c.start_worker("doomed", 2);
+        let client = c.client("run").spawn();
+        wait_for_finals(&c, "run", 3);
+        signal(c.worker_pid(doomed), nix::sys::signal::Signal::SIGKILL);
+        c.start_worker("survivor", 2);
+        let out = finish(client);
+        c.assert_complete("run", &out);
+    }
+}
+
+#[test]
+fn the_coordinator_killed_and_restarted_resumes_the_run() {
+    for backend in backends() {
+        let mut c = Cluster::new(&backend, "3s");
+        c.start_worker("w1", 2);
+        let client = c.client("run").spawn();
+        wait_for_finals(&c, "run", 5);
+        c.kill_coordinator();
+        std::thread::sleep(Duration::from_millis(500));
+        c.start_coordinator();
+        let out = finish(client);
+        c.assert_complete("run", &out);
+        let notices = c.events("run").notices();
+        assert!(
+            notices
+                .iter()
+                .any(|(_, m)| m.contains("coordinator restarted")),
+            "the client heard of the restart: {notices:?}"
+        );
+    }
+}
+
+#[test]
+fn a_cut_off_worker_is_replaced_and_its_late_results_are_fenced() {
+    for backend in backends() {
+        let mut c = Cluster::new(&backend, "2s");
+        let cut = c.start_worker("cut", 1);
+        let client = c.client("run").spawn();
+        wait_for_finals(&c, "run", 2);
+        // Stopped: no heartbeats, no reports, as if the network were cut.
+        signal(c.worker_pid(cut), nix::sys::signal::Signal::SIGSTOP);
+        c.start_worker("other", 2);
+        std::thread::sleep(Duration::from_secs(4));
+        // Healed: it sends what it finished meanwhile, on expired leases.
+        signal(c.worker_pid(cut), nix::sys::signal::Signal::SIGCONT);
+        let out = finish(client);
+        c.assert_complete("run", &out);
+    }
+}
+
+#[test]
+fn two_runs_at_once_both_progress_and_do_not_share_directories() {
+    for backend in backends() {
+        let mut c = Cluster::new(&backend, "10s");
+        c.start_worker("w1", 2);
+        c.start_worker("w2", 2);
+        let second = c.project.out("second-project");
+        copy_dir(c.project.root(), &second);
+        let a = c.client("a").spawn();
+        let b = c.client_in(&second, "b").spawn();
+        let (a, b) = (finish(a), finish(b));
+        c.assert_complete("a", &a);
+        c.assert_complete("b", &b);
+        // Fair share: each run had results before the other finished.
+        let (ea, eb) = (c.events("a"), c.events("b"));
+        let first = |e: &Events| e.finals().iter().map(|a| a.end).fold(f64::MAX, f64::min);
+        let last = |e: &Events| e.finals().iter().map(|a| a.end).fold(0.0, f64::max);
+        assert!(
+            first(&ea) < last(&eb) && first(&eb) < last(&ea),
+            "neither run starved"
+        );
+    }
+}
+
+#[test]
+fn a_bad_token_is_refused_with_a_clear_error() {
+    let c = Cluster::new(&Backend::Sqlite, "10s");
+    let out = c
+        .project
+        .shoal(["run", "--server", &c.url()])
+        .env("SHOAL_TOKEN", "wrong-token")
+        .run();
+    out.assert_code(3);
+    assert!(out.stderr.contains("token"), "{}", out.dump());
+    assert!(!out.stderr.contains(TOKEN) && !out.stderr.contains("wrong-token"));
+    let out = c
+        .project
+        .shoal(["run", "--server", &c.url()])
+        .env_remove("SHOAL_TOKEN")
+        .run();
+    out.assert_code(3);
+}
+
+fn finish(mut r: Running) -> Output {
+    let status = r.wait_for(Duration::from_secs(120)).unwrap_or_else(|| {
+        r.kill();
+        panic!("the client did not finish:\n{}", r.stderr())
+    });
+    Output::from_parts(status, r.stdout(), r.stderr())
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            if entry.file_name() != ".shoal" {
+                copy_dir(&entry.path(), &target);
+            }
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
