@@ -17,7 +17,8 @@
 //!    an interrupt.
 //!
 //! A restarted coordinator plans the same tests again and calls
-//! [`Scheduler::restore`] with what its store recorded before going on.
+//! [`Scheduler::restore`] (or [`Scheduler::resume`], which also takes over
+//! the leases workers still hold) with what its store recorded.
 //!
 //! Every planned execution ends with exactly one final decision (or is
 //! returned by `cancel_all`). Why the policies are what they are is in
@@ -31,4 +32,6 @@ mod scheduler;
 pub use estimate::{EstimateSummary, fill_estimates};
 pub use ids::{ExecId, LeaseId, SlotId};
 pub use plan::{PlannedTest, SchedConfig, SchedError};
-pub use scheduler::{Decision, Execution, Expired, Lease, Restored, Scheduler, StaleLease};
+pub use scheduler::{
+    Adopted, Decision, Execution, Expired, Lease, Restored, Scheduler, StaleLease,
+};

@@ -807,6 +807,88 @@ impl Scheduler {
     /// for their next attempt. Call once, before the first lease; returns
     /// how many executions it restored.
     pub fn restore(&mut self, recorded: &[Restored]) -> usize {
+        self.resume(recorded, &[], Duration::ZERO).0
+    }
+
+    /// [`restore`](Self::restore), then takes over the leases workers held
+    /// when the coordinator stopped, with their old tokens (issued from an
+    /// earlier token range, so they cannot collide with new ones) and a
+    /// fresh deadline (`now + lease_timeout`): the workers' reports on them
+    /// are accepted, not rerun. Items that are final already, or whose
+    /// attempt differs from the recorded one, are left out; a lease with no
+    /// item left is not adopted (`None`).
+    pub fn resume(
+        &mut self,
+        recorded: &[Restored],
+        adopted: &[Adopted],
+        now: Duration,
+    ) -> (usize, Vec<Option<Lease>>) {
+        let n = self.restore_recorded(recorded);
+        let leases = adopted.iter().map(|a| self.adopt(a, now)).collect();
+        self.purge_main();
+        (n, leases)
+    }
+
+    fn adopt(&mut self, a: &Adopted, now: Duration) -> Option<Lease> {
+        let items: Vec<ExecId> = a
+            .items
+            .iter()
+            .filter(|(exec, attempt)| {
+                self.execs
+                    .get(exec.idx())
+                    .is_some_and(|st| st.phase == Phase::Queued && st.attempt == *attempt)
+            })
+            .map(|(exec, _)| *exec)
+            .collect();
+        if items.is_empty() {
+            return None;
+        }
+        self.add_slot(a.slot);
+        self.next_lease += 1;
+        let id = LeaseId(self.next_lease);
+        let mut work = 0u64;
+        for (pos, &exec) in items.iter().enumerate() {
+            let est = self.tests[self.test_of(exec)].estimate;
+            work = work.saturating_add(est);
+            self.execs[exec.idx()].phase = Phase::Leased {
+                lease: id,
+                pos: pos as u32,
+            };
+            self.queued -= 1;
+            self.queued_work = self.queued_work.saturating_sub(est);
+            self.in_flight += 1;
+            self.in_flight_work = self.in_flight_work.saturating_add(est);
+        }
+        // Retries queued by the restore are leased now.
+        let execs = &self.execs;
+        self.front.retain(|e| execs[e.idx()].phase == Phase::Queued);
+        let deadline = self.cfg.lease_timeout.map(|t| now + t);
+        self.leases.insert(
+            id,
+            LeaseState {
+                token: a.token,
+                slot: a.slot,
+                items: items
+                    .iter()
+                    .map(|&exec| LeaseItem {
+                        exec,
+                        pending: true,
+                    })
+                    .collect(),
+                deadline,
+            },
+        );
+        Some(Lease {
+            id,
+            token: a.token,
+            slot: a.slot,
+            items: items.iter().map(|&e| self.execution(e)).collect(),
+            estimate: Duration::from_nanos(work),
+            deadline,
+        })
+    }
+
+    fn restore_recorded(&mut self, recorded: &[Restored]) -> usize {
         let mut n = 0;
         for r in recorded {
             let Some(st) = self.execs.get(r.exec.idx()) else {
@@ -833,9 +915,13 @@ impl Scheduler {
                 }
             }
         }
-        // First attempts still in the longest-first queues: drop what is
-        // done or moved to the front; when done repetitions leave gaps, the
-        // test's queued repetitions go to the front instead.
+        n
+    }
+
+    /// First attempts still in the longest-first queues: drops what is
+    /// done, leased or moved to the front; when that leaves gaps between a
+    /// test's repetitions, its queued ones go to the front instead.
+    fn purge_main(&mut self) {
         for s in 0..self.main.len() {
             let entries: Vec<Entry> = self.main[s].drain(..).collect();
             for e in entries {
@@ -859,7 +945,6 @@ impl Scheduler {
                 });
             }
         }
-        n
     }
 
     // ----- state -----
@@ -926,6 +1011,15 @@ impl Scheduler {
     pub fn live_leases(&self) -> usize {
         self.leases.len()
     }
+}
+
+/// A lease a worker held when its coordinator stopped, for
+/// [`Scheduler::resume`]: its slot, token, and (execution, attempt) items.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adopted {
+    pub slot: SlotId,
+    pub token: u64,
+    pub items: Vec<(ExecId, u32)>,
 }
 
 /// One execution as a store recorded it, for [`Scheduler::restore`].

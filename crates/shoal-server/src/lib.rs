@@ -94,6 +94,8 @@ struct Shared {
     inner: Mutex<Inner>,
     /// Wakes long-polling lease requests: work was added or freed.
     work: Notify,
+    /// Ends event streams when the coordinator stops.
+    shutdown: CancellationToken,
     _lock: CoordinatorLock,
 }
 
@@ -123,6 +125,7 @@ pub async fn serve(
         incarnation: uuid::Uuid::now_v7().to_string(),
         inner: Mutex::new(Inner::default()),
         work: Notify::new(),
+        shutdown: shutdown.clone(),
         _lock: lock,
     });
     resume_runs(&shared).await?;
@@ -177,18 +180,49 @@ async fn resume_runs(shared: &Arc<Shared>) -> Result<(), ServerError> {
             }
         };
         let records = shared.store.attempts_of_run(&q.run_id).await?;
-        for l in shared.store.leases(Some(&q.run_id)).await? {
-            shared.store.drop_lease(&l.run_id, l.lease_id).await?;
+        let stored = shared.store.leases(Some(&q.run_id)).await?;
+        let mut adopted = Vec::new();
+        for l in &stored {
+            let Some(items) = run::lease_items(&l.items) else {
+                continue;
+            };
+            let (index, name) = {
+                let mut inner = shared.lock();
+                let next = inner.next_worker;
+                let w = inner
+                    .workers
+                    .entry(l.worker_id.clone())
+                    .or_insert_with(|| Worker {
+                        index: next,
+                        name: format!("worker {}", l.worker_id.get(..8).unwrap_or(&l.worker_id)),
+                    });
+                let got = (w.index, w.name.clone());
+                if got.0 == next {
+                    inner.next_worker += 1;
+                }
+                got
+            };
+            adopted.push((
+                run::adopted(index, l.slot, l.token, items),
+                l.worker_id.clone(),
+                name,
+            ));
         }
-        let restored = run.restore(&records);
+        let (restored, kept) = run.restore(&records, &adopted);
+        for (l, kept) in stored.iter().zip(kept) {
+            if !kept {
+                shared.store.drop_lease(&l.run_id, l.lease_id).await?;
+            }
+        }
+        let held = run.leases.len();
         run.notice(
             NoticeLevel::Warn,
             format!(
-                "the coordinator restarted and resumed this run: {restored} of {} executions already had results",
+                "the coordinator restarted and resumed this run: {restored} of {} executions already had results; {held} batches still running on workers were taken over",
                 run.sched.planned()
             ),
         );
-        tracing::info!(run = %q.run_id, restored, "resumed run");
+        tracing::info!(run = %q.run_id, restored, held, "resumed run");
         let fin = run.check_finished();
         let mut inner = shared.lock();
         inner.order.push(q.run_id.clone());
@@ -209,8 +243,7 @@ async fn expiry_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        let mut records = Vec::new();
-        let mut finished = Vec::new();
+        let mut writes = Vec::new();
         let mut dropped = Vec::new();
         let mut freed = false;
         {
@@ -221,42 +254,68 @@ async fn expiry_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
                     dropped.push((run.id.clone(), held.lease.token));
                     freed = true;
                 }
-                records.append(&mut run.pending);
-                finished.extend(run.check_finished());
+                if !run.pending.is_empty() {
+                    writes.push((run.id.clone(), run.take_pending()));
+                }
             }
         }
         if freed {
             shared.work.notify_waiters();
         }
-        write_records(&shared, records).await;
+        for (run, records) in writes {
+            persist(&shared, &run, records).await;
+        }
         for (run, token) in dropped {
             let _ = shared.store.drop_lease(&run, token).await;
-        }
-        for fin in finished {
-            finish_in_store(&shared, &fin).await;
         }
     }
 }
 
-/// Writes attempts; on failure they are kept and written with the next batch.
-async fn write_records(shared: &Shared, records: Vec<shoal_store::AttemptRecord>) -> bool {
-    if records.is_empty() {
-        return true;
-    }
-    match shared.store.record_attempts(&records).await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::error!("failed to record {} attempts: {e}", records.len());
-            // Put them back on their runs so a later write retries them.
-            let mut inner = shared.lock();
-            for r in records {
-                if let Some(run) = inner.runs.get_mut(&r.run_id) {
-                    run.pending.push(r);
-                }
+/// Writes a run's attempts (taken with [`Run::take_pending`]); on failure
+/// they go back to the run and are written with its next batch. Then, with
+/// everything it decided durable, the run may finish: `run_finished` is
+/// never sent before the results it counts are in the store.
+///
+/// The write runs as a task of its own, so a caller dropped mid-way (a
+/// worker disconnecting during its report) cannot leave the run waiting
+/// for a write that never ends.
+async fn persist(
+    shared: &Arc<Shared>,
+    run_id: &str,
+    records: Vec<shoal_store::AttemptRecord>,
+) -> bool {
+    let (shared, run_id) = (shared.clone(), run_id.to_owned());
+    tokio::spawn(async move { persist_now(&shared, &run_id, records).await })
+        .await
+        .unwrap_or(false)
+}
+
+async fn persist_now(
+    shared: &Shared,
+    run_id: &str,
+    records: Vec<shoal_store::AttemptRecord>,
+) -> bool {
+    let written = records.is_empty() || {
+        match shared.store.record_attempts(&records).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(run = %run_id, "failed to record {} attempts: {e}", records.len());
+                false
             }
-            false
         }
+    };
+    let fin = {
+        let mut inner = shared.lock();
+        let Some(run) = inner.runs.get_mut(run_id) else {
+            return written;
+        };
+        run.written(records, written);
+        run.check_finished()
+    };
+    if let Some(fin) = fin {
+        finish_in_store(shared, &fin).await;
     }
+    written
 }
 
 async fn finish_in_store(shared: &Shared, fin: &shoal_core::event::RunFinished) {
@@ -302,7 +361,10 @@ impl Coordinator for Service {
             return Err(Status::invalid_argument("worker_id is empty"));
         }
         let mut inner = self.shared.lock();
-        if !inner.workers.contains_key(&req.worker_id) {
+        if let Some(w) = inner.workers.get_mut(&req.worker_id) {
+            // Known from a lease taken over after a restart: now named.
+            w.name.clone_from(&req.name);
+        } else {
             let index = inner.next_worker;
             inner.next_worker += 1;
             tracing::info!(worker = %req.name, slots = req.slots, index, "worker registered");
@@ -331,14 +393,21 @@ impl Coordinator for Service {
             let notified = self.shared.work.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(batch) = self.try_lease(&req)? {
+            if let Some((batch, record)) = self.try_lease(&req)? {
+                // Stored so a restarted coordinator can take it over.
+                if let Err(e) = self.shared.store.save_lease(&record).await {
+                    tracing::warn!("failed to record a lease: {e}");
+                }
                 return Ok(Response::new(LeaseReply { batch: Some(batch) }));
             }
-            if tokio::time::timeout_at(until.into(), notified)
-                .await
-                .is_err()
-            {
-                return Ok(Response::new(LeaseReply { batch: None }));
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(until.into()) => {
+                    return Ok(Response::new(LeaseReply { batch: None }));
+                }
+                _ = self.shared.shutdown.cancelled() => {
+                    return Err(Status::unavailable("the coordinator is shutting down"));
+                }
             }
         }
     }
@@ -350,9 +419,11 @@ impl Coordinator for Service {
         let req = request.into_inner();
         let mut inner = self.shared.lock();
         if !inner.workers.contains_key(&req.worker_id) {
+            // Keep running: leases taken over after a restart are renewed
+            // once the worker registered again; others turn out stale.
             return Ok(Response::new(HeartbeatReply {
                 register_again: true,
-                stop: req.held,
+                stop: Vec::new(),
             }));
         }
         let mut stop = Vec::new();
@@ -382,23 +453,20 @@ impl Coordinator for Service {
     ) -> Result<Response<ReportReply>, Status> {
         let req = request.into_inner();
         let step = self.apply_report(req.clone())?;
-        let Some((records, fin, done)) = step else {
+        let Some((records, done)) = step else {
             // Fenced: an expired, released or pre-restart lease.
             return Ok(Response::new(ReportReply { stale: true }));
         };
         if done {
             self.shared.work.notify_waiters();
         }
-        if !write_records(&self.shared, records).await {
+        if !persist(&self.shared, &req.run_id, records).await {
             return Err(Status::unavailable(
                 "the coordinator could not record the results; send them again",
             ));
         }
         if done {
             let _ = self.shared.store.drop_lease(&req.run_id, req.token).await;
-        }
-        if let Some(fin) = fin {
-            finish_in_store(&self.shared, &fin).await;
         }
         Ok(Response::new(ReportReply { stale: false }))
     }
@@ -699,8 +767,9 @@ impl Coordinator for Service {
                     }
                     continue;
                 }
-                if rx.changed().await.is_err() {
-                    return;
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { return },
+                    _ = shared.shutdown.cancelled() => return,
                 }
             }
         });
@@ -732,18 +801,10 @@ impl Coordinator for Service {
 
 impl Service {
     /// Applies a report under the lock; `None` when its lease is stale.
-    #[expect(clippy::type_complexity, reason = "a private step of one handler")]
     fn apply_report(
         &self,
         req: ReportRequest,
-    ) -> Result<
-        Option<(
-            Vec<shoal_store::AttemptRecord>,
-            Option<shoal_core::event::RunFinished>,
-            bool,
-        )>,
-        Status,
-    > {
+    ) -> Result<Option<(Vec<shoal_store::AttemptRecord>, bool)>, Status> {
         let mut inner = self.shared.lock();
         let Some(run) = inner.runs.get_mut(&req.run_id) else {
             return Ok(None);
@@ -789,8 +850,7 @@ impl Service {
         if req.done {
             run.end_lease(req.token, "its batch ended without running it");
         }
-        let fin = run.check_finished();
-        Ok(Some((std::mem::take(&mut run.pending), fin, req.done)))
+        Ok(Some((run.take_pending(), req.done)))
     }
 
     fn run_for_worker<'a>(
@@ -812,7 +872,10 @@ impl Service {
     }
 
     /// A batch for the slot from the run that holds the fewest leases.
-    fn try_lease(&self, req: &LeaseRequest) -> Result<Option<Batch>, Status> {
+    fn try_lease(
+        &self,
+        req: &LeaseRequest,
+    ) -> Result<Option<(Batch, shoal_store::LeaseRecord)>, Status> {
         let mut guard = self.shared.lock();
         let inner = &mut *guard;
         let worker = inner
@@ -884,13 +947,7 @@ impl Service {
                 .unwrap_or_default(),
                 deadline: now_epoch() + self.shared.lease_timeout.as_secs_f64(),
             };
-            let store = self.shared.store.clone();
-            tokio::spawn(async move {
-                if let Err(e) = store.save_lease(&record).await {
-                    tracing::warn!("failed to record a lease: {e}");
-                }
-            });
-            return Ok(Some(batch));
+            return Ok(Some((batch, record)));
         }
         Ok(None)
     }

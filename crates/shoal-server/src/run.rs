@@ -8,7 +8,10 @@
 use serde::{Deserialize, Serialize};
 use shoal_core::event::{AttemptFinished, AttemptStarted, Notice, NoticeLevel, RunFinished};
 use shoal_core::{CapturedOutput, Event, Outcome, TestCase, TestId, now_epoch};
-use shoal_sched::{Decision, Execution, Lease, PlannedTest, Restored, SchedConfig, Scheduler};
+use shoal_sched::{
+    Adopted, Decision, ExecId, Execution, Lease, PlannedTest, Restored, SchedConfig, Scheduler,
+    SlotId,
+};
 use shoal_store::AttemptRecord;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -88,8 +91,10 @@ pub struct Run {
     broken_noticed: bool,
     /// Blobs of the snapshot, loaded when a worker first fetches.
     pub blobs: Option<std::collections::HashSet<String>>,
-    /// Records to write before answering (drained by the caller).
+    /// Records to write before answering (taken by the caller).
     pub pending: Vec<AttemptRecord>,
+    /// Batches of records taken and not yet written.
+    writing: usize,
     pub max_requeues: u32,
 }
 
@@ -123,6 +128,7 @@ impl Run {
             broken_noticed,
             blobs: None,
             pending: Vec::new(),
+            writing: 0,
             max_requeues,
         })
     }
@@ -146,8 +152,14 @@ impl Run {
         self.emit(&Event::Notice(Notice { level, message }));
     }
 
-    /// Brings the scheduler up to the recorded attempts; re-emits them.
-    pub fn restore(&mut self, records: &[AttemptRecord]) -> usize {
+    /// Brings the scheduler up to the recorded attempts (re-emitting them)
+    /// and takes over the leases workers held: returns how many executions
+    /// were restored, and which of `adopted` (by index) were taken over.
+    pub fn restore(
+        &mut self,
+        records: &[AttemptRecord],
+        adopted: &[(Adopted, String, String)],
+    ) -> (usize, Vec<bool>) {
         let mut by_exec: HashMap<(TestId, u32), Restored> = HashMap::new();
         for r in records {
             let Some(exec) = self.sched.exec_id(&r.test_id(), r.repeat) else {
@@ -168,7 +180,23 @@ impl Run {
             }
         }
         let restored: Vec<Restored> = by_exec.into_values().collect();
-        let n = self.sched.restore(&restored);
+        let leases: Vec<Adopted> = adopted.iter().map(|(a, _, _)| a.clone()).collect();
+        let now = self.now();
+        let (n, taken) = self.sched.resume(&restored, &leases, now);
+        let mut kept = Vec::with_capacity(taken.len());
+        for (lease, (_, worker_id, worker_name)) in taken.into_iter().zip(adopted) {
+            kept.push(lease.is_some());
+            if let Some(lease) = lease {
+                self.leases.insert(
+                    lease.token,
+                    HeldLease {
+                        lease,
+                        worker_id: worker_id.clone(),
+                        worker_name: worker_name.clone(),
+                    },
+                );
+            }
+        }
         for r in records {
             self.emit(&Event::AttemptFinished(AttemptFinished {
                 test: r.test.clone(),
@@ -187,7 +215,7 @@ impl Run {
                 final_status: r.final_status,
             }));
         }
-        n
+        (n, kept)
     }
 
     pub fn started(&mut self, token: u64, exec: u32, at: f64) {
@@ -338,9 +366,28 @@ impl Run {
         self.leases.clear();
     }
 
-    /// Whether the run just ended; emits `run_finished` once.
+    /// Takes the records to write; [`Run::written`] must follow.
+    pub fn take_pending(&mut self) -> Vec<AttemptRecord> {
+        self.writing += 1;
+        std::mem::take(&mut self.pending)
+    }
+
+    /// A write of taken records ended; failed ones are kept for the next.
+    pub fn written(&mut self, records: Vec<AttemptRecord>, ok: bool) {
+        self.writing -= 1;
+        if !ok {
+            self.pending.extend(records);
+        }
+    }
+
+    /// Whether the run just ended (every result it counts is in the
+    /// store); emits `run_finished` once.
     pub fn check_finished(&mut self) -> Option<RunFinished> {
-        if self.finished || !(self.sched.is_finished() || self.cancelled) {
+        if self.finished
+            || !(self.sched.is_finished() || self.cancelled)
+            || self.writing > 0
+            || !self.pending.is_empty()
+        {
             return None;
         }
         self.finished = true;
@@ -392,4 +439,19 @@ pub fn parse_outcome(s: &str) -> Option<Outcome> {
         "lost" => Outcome::Lost,
         _ => return None,
     })
+}
+
+/// Parses a stored lease's items (`[[exec, attempt], ...]`).
+pub fn lease_items(json: &str) -> Option<Vec<(ExecId, u32)>> {
+    let items: Vec<(u32, u32)> = serde_json::from_str(json).ok()?;
+    Some(items.into_iter().map(|(e, a)| (ExecId(e), a)).collect())
+}
+
+/// A stored lease as the scheduler adopts it.
+pub fn adopted(worker: u32, slot: u32, token: u64, items: Vec<(ExecId, u32)>) -> Adopted {
+    Adopted {
+        slot: SlotId::new(worker, slot),
+        token,
+        items,
+    }
 }

@@ -798,3 +798,84 @@ fn restore_skips_final_executions_and_resumes_retries_at_their_attempt() {
     assert_eq!(s.exec_id(&id("zz"), 0), None);
     assert_eq!(s.exec_id(&id("a"), 3), None);
 }
+
+#[test]
+fn resume_adopts_held_leases_with_their_old_tokens_and_a_fresh_deadline() {
+    let plan = || {
+        vec![
+            with_retries(test("s", "a", 30), 1),
+            test("s", "b", 20),
+            test("s", "c", 10),
+            test("s", "d", 5),
+        ]
+    };
+    let cfg = SchedConfig {
+        lease_timeout: Some(ms(1000)),
+        token_base: 1 << 40,
+        ..SchedConfig::default()
+    };
+    let mut s = Scheduler::new(cfg, plan(), 1, &[]).expect("valid plan");
+    let id = |n: &str| TestId::new("s", n);
+    let exec = |s: &Scheduler, n: &str| s.exec_id(&id(n), 0).expect("planned");
+    let worker = SlotId::new(3, 1);
+    let recorded = vec![
+        Restored {
+            exec: exec(&s, "a"),
+            attempts: 1,
+            failures: 1,
+            final_status: None,
+        },
+        Restored {
+            exec: exec(&s, "d"),
+            attempts: 1,
+            failures: 0,
+            final_status: Some(FinalStatus::Passed),
+        },
+    ];
+    let adopted = vec![
+        // a's retry (attempt 2) and b were running on the worker.
+        Adopted {
+            slot: worker,
+            token: 77,
+            items: vec![(exec(&s, "a"), 2), (exec(&s, "b"), 1)],
+        },
+        // Already final, or a different attempt: nothing to adopt.
+        Adopted {
+            slot: worker,
+            token: 78,
+            items: vec![(exec(&s, "d"), 1), (exec(&s, "c"), 2)],
+        },
+    ];
+    let (restored, leases) = s.resume(&recorded, &adopted, ms(500));
+    assert_eq!(restored, 2);
+    assert!(leases[1].is_none());
+    let l = leases[0].clone().expect("adopted");
+    assert_eq!((l.token, l.slot, l.deadline), (77, worker, Some(ms(1500))));
+    assert_eq!(names(&l), ["a", "b"]);
+    assert_eq!(l.items[0].attempt, 2);
+    assert_eq!(s.in_flight(), 2);
+    assert_eq!(s.queued(), 1, "only c is left to lease");
+    // The worker's late reports on the old token count.
+    assert_eq!(
+        s.report(l.id, 77, l.items[0].exec, Outcome::Pass, ms(600)),
+        Decision::Final(FinalStatus::Flaky)
+    );
+    let other = s.lease(SlotId::local(0), ms(600)).expect("c");
+    assert_eq!(names(&other), ["c"]);
+    assert_ne!(other.token, 77);
+    s.report(
+        other.id,
+        other.token,
+        other.items[0].exec,
+        Outcome::Pass,
+        ms(700),
+    );
+    s.release(other.id, other.token, ms(700));
+    // Unrenewed (the report at 600 renewed it), it expires like any
+    // lease: b is requeued.
+    assert!(s.expire(ms(1550)).is_empty());
+    let expired = s.expire(ms(1600));
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].lease, l.id);
+    assert_eq!(s.queued(), 1);
+}

@@ -152,6 +152,11 @@ impl Cluster {
     }
 
     fn start_worker(&mut self, name: &str, slots: u32) -> usize {
+        self.start_worker_with(name, slots, "0.3")
+    }
+
+    /// A worker whose tests sleep `sleep` seconds each.
+    fn start_worker_with(&mut self, name: &str, slots: u32, sleep: &str) -> usize {
         let cache = self.project.out(&format!("worker-{name}"));
         let running = self
             .project
@@ -161,6 +166,11 @@ impl Cluster {
             .arg("--cache-dir")
             .arg(&cache)
             .env("SHOAL_TOKEN", TOKEN)
+            .env(
+                "SHOAL_FIXTURE_SLOT_FILE",
+                self.project.out("executions.txt"),
+            )
+            .env("SHOAL_FIXTURE_SLEEP", sleep)
             .spawn();
         self.workers.push(running);
         self.workers.len() - 1
@@ -184,6 +194,25 @@ impl Cluster {
 
     fn events(&self, name: &str) -> Events {
         Events::read(&self.project.out(&format!("{name}.jsonl")))
+    }
+
+    /// Every stored attempt of the run in `name.jsonl`.
+    fn stored_attempts(&self, name: &str) -> usize {
+        let run_id = self.events(name).run_finished()["run_id"]
+            .as_str()
+            .expect("run id")
+            .to_owned();
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let store = shoal_store::open_store(&self.store_url)
+                .await
+                .expect("open store");
+            store
+                .attempts_of_run(&run_id)
+                .await
+                .expect("attempts")
+                .len()
+        })
     }
 
     /// Final results per test of `run_id` in the coordinator's store.
@@ -326,6 +355,11 @@ fn the_coordinator_killed_and_restarted_resumes_the_run() {
                 .any(|(_, m)| m.contains("coordinator restarted")),
             "the client heard of the restart: {notices:?}"
         );
+        // What the worker finished while the coordinator was down was
+        // accepted on the leases the new coordinator took over, not rerun.
+        assert_eq!(c.stored_attempts("run"), 30);
+        let ran = std::fs::read_to_string(c.project.out("executions.txt")).expect("executions");
+        assert_eq!(ran.lines().count(), 30, "no test ran twice:\n{ran}");
     }
 }
 
@@ -344,6 +378,13 @@ fn a_cut_off_worker_is_replaced_and_its_late_results_are_fenced() {
         signal(c.worker_pid(cut), nix::sys::signal::Signal::SIGCONT);
         let out = finish(client);
         c.assert_complete("run", &out);
+        std::thread::sleep(Duration::from_secs(1));
+        c.workers[cut].kill();
+        let log = c.workers[cut].stderr();
+        assert!(
+            log.contains("stopping lease"),
+            "the healed worker was told its lease is gone:\n{log}"
+        );
     }
 }
 
@@ -364,6 +405,18 @@ fn two_runs_at_once_both_progress_and_do_not_share_directories() {
         let (ea, eb) = (c.events("a"), c.events("b"));
         let first = |e: &Events| e.finals().iter().map(|a| a.end).fold(f64::MAX, f64::min);
         let last = |e: &Events| e.finals().iter().map(|a| a.end).fold(0.0, f64::max);
+        // Each run ran in its own directory on every worker.
+        let ran = std::fs::read_to_string(c.project.out("executions.txt")).expect("executions");
+        let run_of = |e: &Events| e.run_finished()["run_id"].as_str().expect("id").to_owned();
+        let (ra, rb) = (run_of(&ea), run_of(&eb));
+        for line in ran.lines() {
+            let cwd = line.split(' ').next().unwrap_or_default();
+            assert!(
+                cwd.contains(&ra) != cwd.contains(&rb),
+                "a test ran outside its run's own directory: {line}"
+            );
+        }
+        assert_eq!(ran.lines().count(), 60);
         assert!(
             first(&ea) < last(&eb) && first(&eb) < last(&ea),
             "neither run starved"
@@ -411,4 +464,134 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(entry.path(), &target).expect("copy");
         }
     }
+}
+
+/// The test processes (pytest) this cluster's workers started, still alive.
+fn live_tests(c: &Cluster) -> Vec<String> {
+    c.project
+        .live_processes()
+        .into_iter()
+        .filter(|p| p.contains("pytest") || p.contains("python"))
+        .collect()
+}
+
+/// Waits until the events file of `name` has a line containing `needle`;
+/// returns that line.
+fn wait_for_line(c: &Cluster, name: &str, needle: &str) -> String {
+    let path = c.project.out(&format!("{name}.jsonl"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(line) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.contains(needle)).map(str::to_owned))
+        {
+            return line;
+        }
+        assert!(Instant::now() < deadline, "no {needle} in {name}.jsonl");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn cancelling_a_run_kills_its_tests_on_every_worker_within_seconds() {
+    let mut c = Cluster::new(&Backend::Sqlite, "10s");
+    c.start_worker_with("w1", 2, "60");
+    c.start_worker_with("w2", 2, "60");
+    // `shoal cancel RUN`.
+    let client = c.client("cancelled").spawn();
+    let started = wait_for_line(&c, "cancelled", "\"run_started\"");
+    let run_id = serde_json::from_str::<serde_json::Value>(&started).expect("json")["run_id"]
+        .as_str()
+        .expect("run id")
+        .to_owned();
+    wait_for_line(&c, "cancelled", "\"attempt_started\"");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while live_tests(&c).len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "tests did not start on both workers"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t0 = Instant::now();
+    c.project
+        .shoal(["cancel", &run_id, "--server", &c.url()])
+        .env("SHOAL_TOKEN", TOKEN)
+        .run()
+        .assert_code(0);
+    let out = finish(client);
+    out.assert_code(130);
+    while !live_tests(&c).is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "tests still running {:?} after the cancel: {:?}",
+            t0.elapsed(),
+            live_tests(&c)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let finished = c.events("cancelled");
+    assert_eq!(finished.run_finished()["interrupted"], true);
+
+    // Ctrl-C of the client does the same.
+    let mut client = c.client("interrupted").spawn();
+    wait_for_line(&c, "interrupted", "\"attempt_started\"");
+    while live_tests(&c).len() < 4 {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(30),
+            "tests did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t0 = Instant::now();
+    signal(client.pid(), nix::sys::signal::Signal::SIGINT);
+    let status = client
+        .wait_for(Duration::from_secs(30))
+        .expect("the client exits");
+    assert_eq!(status.code(), Some(130), "{}", client.stderr());
+    while !live_tests(&c).is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "tests outlived Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_worker_started_before_its_coordinator_says_so_and_joins_when_it_comes() {
+    let mut c = Cluster::new(&Backend::Sqlite, "10s");
+    c.kill_coordinator();
+    let w = c.start_worker("early", 2);
+    std::thread::sleep(Duration::from_secs(2));
+    c.start_coordinator();
+    let out = c.client("run").run();
+    c.assert_complete("run", &out);
+    c.workers[w].kill();
+    let log = c.workers[w].stderr();
+    assert!(
+        log.contains("cannot reach the coordinator"),
+        "the worker said why it waited:\n{log}"
+    );
+    assert!(!log.contains(TOKEN), "the token never reaches the logs");
+}
+
+#[test]
+fn a_worker_sent_sigterm_finishes_its_batch_and_leaves() {
+    let mut c = Cluster::new(&Backend::Sqlite, "10s");
+    let leaving = c.start_worker("leaving", 2);
+    let client = c.client("run").spawn();
+    wait_for_finals(&c, "run", 2);
+    let t0 = Instant::now();
+    signal(c.worker_pid(leaving), nix::sys::signal::Signal::SIGTERM);
+    c.start_worker("staying", 2);
+    let status = c.workers[leaving]
+        .wait_for(Duration::from_secs(60))
+        .expect("the worker drains and exits");
+    assert!(status.success(), "drained worker exit: {status}");
+    let out = finish(client);
+    c.assert_complete("run", &out);
+    // Its batch finished (no requeue waiting for a lease timeout).
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    assert!(c.workers[leaving].stderr().contains("shutting down"));
 }
