@@ -14,7 +14,9 @@ Every shoal variant runs twice before timing (history and discovery cache
 warm, as in an edit-run loop). Prints medians and the per-test overhead
 (shoal -j 1 minus the tool's own serial run, divided by N) and end-to-end
 throughput (N / wall time of shoal -j 2). `--only sched` runs the in-process
-scheduler benchmark (`cargo bench -p shoal-sched --bench throughput`).
+benchmarks: the scheduler (`cargo bench -p shoal-sched --bench throughput`)
+and event fan-out to the terminal, JUnit and JSON reporters
+(`cargo bench -p shoal-report --bench fanout`).
 """
 import argparse
 import os
@@ -65,6 +67,7 @@ def main():
     repo = os.path.dirname(HERE)
     if a.only in (None, "sched"):
         subprocess.run(["cargo", "bench", "--locked", "-p", "shoal-sched", "--bench", "throughput"], cwd=repo, check=True)
+        subprocess.run(["cargo", "bench", "--locked", "-p", "shoal-report", "--bench", "fanout"], cwd=repo, check=True)
     if a.only == "sched":
         return
     shoal = a.shoal
