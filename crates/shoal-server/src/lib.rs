@@ -224,10 +224,11 @@ async fn resume_runs(shared: &Arc<Shared>) -> Result<(), ServerError> {
         );
         tracing::info!(run = %q.run_id, restored, held, "resumed run");
         let fin = run.check_finished();
-        let mut inner = shared.lock();
-        inner.order.push(q.run_id.clone());
-        inner.runs.insert(q.run_id.clone(), run);
-        drop(inner);
+        {
+            let mut inner = shared.lock();
+            inner.order.push(q.run_id.clone());
+            inner.runs.insert(q.run_id.clone(), run);
+        }
         if let Some(fin) = fin {
             finish_in_store(shared, &fin).await;
         }

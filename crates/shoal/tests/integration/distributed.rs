@@ -11,7 +11,6 @@ use crate::events::Events;
 use crate::support::{Output, Project, Running};
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -182,10 +181,10 @@ impl Cluster {
 
     /// `shoal run --server` on the project, events to `name.jsonl`.
     fn client(&self, name: &str) -> crate::support::Cmd {
-        self.client_in(&self.project.root().to_path_buf(), name)
+        self.client_in(self.project.root(), name)
     }
 
-    fn client_in(&self, root: &PathBuf, name: &str) -> crate::support::Cmd {
+    fn client_in(&self, root: &std::path::Path, name: &str) -> crate::support::Cmd {
         self.project
             .shoal_at(root, ["run", "--server", &self.url(), "--json"])
             .arg(self.project.out(&format!("{name}.jsonl")))
