@@ -46,6 +46,7 @@ struct Cluster {
     coordinator: Option<Running>,
     workers: Vec<Running>,
     lease_timeout: &'static str,
+    host: String,
 }
 
 fn free_port() -> u16 {
@@ -69,6 +70,12 @@ fn psql(url: &str, sql: &str) {
 
 impl Cluster {
     fn new(backend: &Backend, lease_timeout: &'static str) -> Cluster {
+        Cluster::listening_on(backend, lease_timeout, "127.0.0.1")
+    }
+
+    /// A coordinator listening on `host` (loopback, or the host side of a
+    /// test network namespace's link).
+    fn listening_on(backend: &Backend, lease_timeout: &'static str, host: &str) -> Cluster {
         crate::support::require_pytest();
         let project = Project::copy_of("distributed-project");
         let (store_url, pg_db) = match backend {
@@ -94,13 +101,14 @@ impl Cluster {
             coordinator: None,
             workers: Vec::new(),
             lease_timeout,
+            host: host.to_owned(),
         };
         c.start_coordinator();
         c
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     fn start_coordinator(&mut self) {
@@ -108,7 +116,7 @@ impl Cluster {
         let running = self
             .project
             .shoal(["serve", "--listen"])
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(format!("{}:{}", self.host, self.port))
             .args([
                 "--store",
                 &self.store_url,
@@ -121,7 +129,7 @@ impl Cluster {
             .spawn();
         self.coordinator = Some(running);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while TcpStream::connect((self.host.as_str(), self.port)).is_err() {
             if let Some(status) = self
                 .coordinator
                 .as_mut()
@@ -152,6 +160,28 @@ impl Cluster {
 
     fn start_worker(&mut self, name: &str, slots: u32) -> usize {
         self.start_worker_with(name, slots, "0.3")
+    }
+
+    /// A worker inside network namespace `ns` (`ip netns exec`).
+    fn start_worker_in(&mut self, ns: &str, name: &str, slots: u32) -> usize {
+        let cache = self.project.out(&format!("worker-{name}"));
+        let running = self
+            .project
+            .tool("ip", ["netns", "exec", ns, crate::support::SHOAL])
+            .args(["worker", "--server", &self.url(), "--name", name])
+            .arg("--slots")
+            .arg(slots.to_string())
+            .arg("--cache-dir")
+            .arg(&cache)
+            .env("SHOAL_TOKEN", TOKEN)
+            .env(
+                "SHOAL_FIXTURE_SLOT_FILE",
+                self.project.out("executions.txt"),
+            )
+            .env("SHOAL_FIXTURE_SLEEP", "0.3")
+            .spawn();
+        self.workers.push(running);
+        self.workers.len() - 1
     }
 
     /// A worker whose tests sleep `sleep` seconds each.
@@ -593,4 +623,111 @@ fn a_worker_sent_sigterm_finishes_its_batch_and_leaves() {
     // Its batch finished (no requeue waiting for a lease timeout).
     assert!(t0.elapsed() < Duration::from_secs(30));
     assert!(c.workers[leaving].stderr().contains("shutting down"));
+}
+
+/// A network namespace with a veth link to the host: `host_ip` on the host
+/// side, `ns_ip` inside. Cutting the host side's link partitions it.
+struct NetNs {
+    name: String,
+    host_if: String,
+    host_ip: String,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl NetNs {
+    fn create() -> Result<NetNs, String> {
+        let n = std::process::id() % 60_000 + 1;
+        let (a, b) = (n / 250 % 250, n % 250);
+        let name = format!("shoal-e2e-{n}");
+        let (host_if, ns_if) = (format!("sh{n}h"), format!("sh{n}n"));
+        let host_ip = format!("10.213.{a}.{}", 1 + (b % 63) * 4);
+        let ns_ip = format!("10.213.{a}.{}", 2 + (b % 63) * 4);
+        ip(&["netns", "add", &name])?;
+        let ns = NetNs {
+            name: name.clone(),
+            host_if: host_if.clone(),
+            host_ip: host_ip.clone(),
+        };
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ])?;
+        ip(&["link", "set", &ns_if, "netns", &name])?;
+        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if])?;
+        ip(&["link", "set", &host_if, "up"])?;
+        ip(&[
+            "netns",
+            "exec",
+            &name,
+            "ip",
+            "addr",
+            "add",
+            &format!("{ns_ip}/30"),
+            "dev",
+            &ns_if,
+        ])?;
+        ip(&["netns", "exec", &name, "ip", "link", "set", &ns_if, "up"])?;
+        ip(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    fn cut(&self) {
+        ip(&["link", "set", &self.host_if, "down"]).expect("cut the link");
+    }
+
+    fn heal(&self) {
+        ip(&["link", "set", &self.host_if, "up"]).expect("restore the link");
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = ip(&["link", "del", &self.host_if]);
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+#[test]
+fn a_worker_in_a_network_namespace_partitioned_and_healed_is_fenced() {
+    let ns = match NetNs::create() {
+        Ok(ns) => ns,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI runs as root and must be able to create a network namespace: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: cannot create a network namespace here (needs root): {e}");
+            return;
+        }
+    };
+    let mut c = Cluster::listening_on(&Backend::Sqlite, "2s", &ns.host_ip);
+    let cut = c.start_worker_in(&ns.name, "netns", 1);
+    let client = c.client("run").spawn();
+    wait_for_finals(&c, "run", 2);
+    ns.cut();
+    c.start_worker("other", 2);
+    std::thread::sleep(Duration::from_secs(4));
+    ns.heal();
+    let out = finish(client);
+    c.assert_complete("run", &out);
+    std::thread::sleep(Duration::from_secs(3));
+    c.workers[cut].kill();
+    let log = c.workers[cut].stderr();
+    assert!(
+        log.contains("stopping lease"),
+        "after the partition healed, the worker learned its lease was gone:\n{log}"
+    );
 }
