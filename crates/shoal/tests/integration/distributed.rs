@@ -47,6 +47,8 @@ struct Cluster {
     workers: Vec<Running>,
     lease_timeout: &'static str,
     host: String,
+    /// Serve https with this certificate (its own CA) and key.
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 fn free_port() -> u16 {
@@ -102,13 +104,37 @@ impl Cluster {
             workers: Vec::new(),
             lease_timeout,
             host: host.to_owned(),
+            tls: None,
         };
         c.start_coordinator();
         c
     }
 
+    /// A coordinator serving https with a fresh self-signed certificate.
+    fn with_tls(backend: &Backend) -> Cluster {
+        let mut c = Cluster::new(backend, "10s");
+        c.kill_coordinator();
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+            .expect("generate a certificate");
+        let (cert, key) = (c.project.out("server.crt"), c.project.out("server.key"));
+        std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+        std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+        c.tls = Some((cert, key));
+        c.start_coordinator();
+        c
+    }
+
+    /// `--ca CERT` for clients and workers of a TLS coordinator.
+    fn ca_args(&self) -> Vec<std::ffi::OsString> {
+        match &self.tls {
+            Some((cert, _)) => vec!["--ca".into(), cert.into()],
+            None => Vec::new(),
+        }
+    }
+
     fn url(&self) -> String {
-        format!("http://{}:{}", self.host, self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.host, self.port)
     }
 
     fn start_coordinator(&mut self) {
@@ -125,6 +151,15 @@ impl Cluster {
             ])
             .arg("--data-dir")
             .arg(&data)
+            .args(match &self.tls {
+                Some((cert, key)) => vec![
+                    std::ffi::OsString::from("--tls-cert"),
+                    cert.into(),
+                    "--tls-key".into(),
+                    key.into(),
+                ],
+                None => Vec::new(),
+            })
             .env("SHOAL_TOKEN", TOKEN)
             .spawn();
         self.coordinator = Some(running);
@@ -173,6 +208,7 @@ impl Cluster {
             .arg(slots.to_string())
             .arg("--cache-dir")
             .arg(&cache)
+            .args(self.ca_args())
             .env("SHOAL_TOKEN", TOKEN)
             .env(
                 "SHOAL_FIXTURE_SLOT_FILE",
@@ -194,6 +230,7 @@ impl Cluster {
             .arg(slots.to_string())
             .arg("--cache-dir")
             .arg(&cache)
+            .args(self.ca_args())
             .env("SHOAL_TOKEN", TOKEN)
             .env(
                 "SHOAL_FIXTURE_SLOT_FILE",
@@ -218,6 +255,7 @@ impl Cluster {
         self.project
             .shoal_at(root, ["run", "--server", &self.url(), "--json"])
             .arg(self.project.out(&format!("{name}.jsonl")))
+            .args(self.ca_args())
             .env("SHOAL_TOKEN", TOKEN)
     }
 
@@ -730,4 +768,19 @@ fn a_worker_in_a_network_namespace_partitioned_and_healed_is_fenced() {
         log.contains("stopping lease"),
         "after the partition healed, the worker learned its lease was gone:\n{log}"
     );
+}
+
+#[test]
+fn a_run_over_tls_with_a_private_ca() {
+    let mut c = Cluster::with_tls(&Backend::Sqlite);
+    c.start_worker("tls", 2);
+    let out = c.client("run").run();
+    c.assert_complete("run", &out);
+    // Without the CA the client refuses the coordinator's certificate.
+    let out = c
+        .project
+        .shoal(["run", "--server", &c.url()])
+        .env("SHOAL_TOKEN", TOKEN)
+        .run();
+    out.assert_code(3);
 }
