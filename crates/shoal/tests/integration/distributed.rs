@@ -78,8 +78,17 @@ impl Cluster {
     /// A coordinator listening on `host` (loopback, or the host side of a
     /// test network namespace's link).
     fn listening_on(backend: &Backend, lease_timeout: &'static str, host: &str) -> Cluster {
+        Cluster::of_fixture("distributed-project", backend, lease_timeout, host)
+    }
+
+    fn of_fixture(
+        fixture: &str,
+        backend: &Backend,
+        lease_timeout: &'static str,
+        host: &str,
+    ) -> Cluster {
         crate::support::require_pytest();
-        let project = Project::copy_of("distributed-project");
+        let project = Project::copy_of(fixture);
         let (store_url, pg_db) = match backend {
             Backend::Sqlite => (
                 format!("sqlite://{}", project.out("coordinator.db").display()),
@@ -783,4 +792,95 @@ fn a_run_over_tls_with_a_private_ca() {
         .env("SHOAL_TOKEN", TOKEN)
         .run();
     out.assert_code(3);
+}
+
+/// What each test ended as: (final status, outcome).
+fn final_statuses(e: &Events) -> BTreeMap<String, (String, String)> {
+    e.finals()
+        .into_iter()
+        .map(|a| (a.test, (a.final_status.unwrap_or_default(), a.outcome)))
+        .collect()
+}
+
+#[test]
+fn a_remote_run_reports_what_a_local_run_reports() {
+    let mut c = Cluster::of_fixture("pytest-project", &Backend::Sqlite, "10s", "127.0.0.1");
+    c.start_worker("w1", 2);
+    let local = c
+        .project
+        .shoal(["run", "-j", "2", "--json"])
+        .arg(c.project.out("local.jsonl"))
+        .run();
+    local.assert_code(1);
+    let remote = c.client("remote").run();
+    remote.assert_code(1);
+    let (l, r) = (
+        final_statuses(&c.events("local")),
+        final_statuses(&c.events("remote")),
+    );
+    assert!(!l.is_empty());
+    assert_eq!(r, l, "remote and local runs agree test for test");
+    // The summary line is the same kind of line as locally.
+    assert!(remote.stdout.contains("Summary:"), "{}", remote.dump());
+    // A second run uploads nothing new: the coordinator has every blob.
+    let again = c.client("again").run();
+    again.assert_code(1);
+    assert!(
+        again.stderr.contains("uploaded 0 of"),
+        "only missing blobs are uploaded:\n{}",
+        again.stderr
+    );
+}
+
+/// A test that kills the worker running it: requeued with every new
+/// worker, then reported as a crash, not retried forever.
+#[test]
+fn a_test_that_kills_its_worker_is_a_crash_after_a_few_tries() {
+    let mut c = Cluster::new(&Backend::Sqlite, "1s");
+    c.project.write(
+        "tests/test_killer.py",
+        "import os, signal\n\n\ndef test_kills_its_worker():\n    pid = os.getppid()\n    while pid > 1:\n        cmd = open(f'/proc/{pid}/cmdline', 'rb').read().split(b'\\0')\n        if cmd[0].endswith(b'shoal') and b'worker' in cmd:\n            os.kill(pid, signal.SIGKILL)\n        pid = int(open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[1])\n",
+    );
+    c.start_worker("w0", 2);
+    let mut client = c.client("run").spawn();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut started = 1;
+    let status = loop {
+        if let Some(status) = client.wait_for(Duration::from_millis(200)) {
+            break status;
+        }
+        // Replace dead workers, as a supervisor would.
+        let dead = c
+            .workers
+            .iter_mut()
+            .filter_map(|w| w.wait_for(Duration::ZERO))
+            .count();
+        let alive = c.workers.len() - dead;
+        if alive == 0 && started < 8 {
+            c.start_worker(&format!("w{started}"), 2);
+            started += 1;
+        }
+        assert!(Instant::now() < deadline, "the run did not end");
+    };
+    assert_eq!(status.code(), Some(1), "{}", client.stderr());
+    let events = c.events("run");
+    let killer = events
+        .finals()
+        .into_iter()
+        .find(|a| a.test.ends_with("test_kills_its_worker"))
+        .expect("the killer has a final result");
+    assert_eq!(killer.outcome, "crash", "{killer:?}");
+    assert!(
+        killer
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("tries"),
+        "{killer:?}"
+    );
+    assert_eq!(events.run_finished()["counts"]["passed"], 30);
+    assert!(
+        started >= 4,
+        "the test was retried on new workers ({started})"
+    );
 }
