@@ -422,33 +422,45 @@ impl Scheduler {
             self.fill_from_main(&mut b, s);
         }
 
-        let deadline = self.cfg.lease_timeout.map(|t| now + t);
         let token = self.cfg.token_base.wrapping_add(id.0);
-        let items: Vec<Execution> = b.items.iter().map(|&e| self.execution(e)).collect();
+        Some(self.open_lease(id, token, slot, &b.items, b.work, now))
+    }
+
+    /// Records a lease of `items` (already marked leased) and returns it.
+    fn open_lease(
+        &mut self,
+        id: LeaseId,
+        token: u64,
+        slot: SlotId,
+        items: &[ExecId],
+        work: u64,
+        now: Duration,
+    ) -> Lease {
+        let deadline = self.cfg.lease_timeout.map(|t| now + t);
+        let state_items = items
+            .iter()
+            .map(|&exec| LeaseItem {
+                exec,
+                pending: true,
+            })
+            .collect();
         self.leases.insert(
             id,
             LeaseState {
                 token,
                 slot,
-                items: b
-                    .items
-                    .iter()
-                    .map(|&exec| LeaseItem {
-                        exec,
-                        pending: true,
-                    })
-                    .collect(),
+                items: state_items,
                 deadline,
             },
         );
-        Some(Lease {
+        Lease {
             id,
             token,
             slot,
-            items,
-            estimate: Duration::from_nanos(b.work),
+            items: items.iter().map(|&e| self.execution(e)).collect(),
+            estimate: Duration::from_nanos(work),
             deadline,
-        })
+        }
     }
 
     fn test_of(&self, exec: ExecId) -> usize {
@@ -862,30 +874,7 @@ impl Scheduler {
         // Retries queued by the restore are leased now.
         let execs = &self.execs;
         self.front.retain(|e| execs[e.idx()].phase == Phase::Queued);
-        let deadline = self.cfg.lease_timeout.map(|t| now + t);
-        self.leases.insert(
-            id,
-            LeaseState {
-                token: a.token,
-                slot: a.slot,
-                items: items
-                    .iter()
-                    .map(|&exec| LeaseItem {
-                        exec,
-                        pending: true,
-                    })
-                    .collect(),
-                deadline,
-            },
-        );
-        Some(Lease {
-            id,
-            token: a.token,
-            slot: a.slot,
-            items: items.iter().map(|&e| self.execution(e)).collect(),
-            estimate: Duration::from_nanos(work),
-            deadline,
-        })
+        Some(self.open_lease(id, a.token, a.slot, &items, work, now))
     }
 
     fn restore_recorded(&mut self, recorded: &[Restored]) -> usize {

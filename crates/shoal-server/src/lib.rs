@@ -14,7 +14,7 @@
 
 mod run;
 
-use run::{HeldLease, ResultData, Run, RunSpec, SpecTest, parse_outcome};
+use run::{HeldLease, ResultData, Run, RunSpec, SpecTest};
 use shoal_core::event::NoticeLevel;
 use shoal_core::{CapturedOutput, TestId, now_epoch};
 use shoal_proto::auth::{AuthInterceptor, TokenSet, check_protocol_version};
@@ -824,7 +824,7 @@ impl Service {
             run.started(req.token, s.exec, s.at);
         }
         for f in req.finished {
-            let Some(outcome) = parse_outcome(&f.outcome) else {
+            let Some(outcome) = shoal_core::Outcome::parse(&f.outcome) else {
                 return Err(Status::invalid_argument(format!(
                     "unknown outcome {:?}",
                     f.outcome

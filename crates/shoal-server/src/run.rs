@@ -428,19 +428,6 @@ pub struct ResultData {
     pub end: f64,
 }
 
-/// Parses an outcome as events spell it.
-pub fn parse_outcome(s: &str) -> Option<Outcome> {
-    Some(match s {
-        "pass" => Outcome::Pass,
-        "fail" => Outcome::Fail,
-        "skip" => Outcome::Skip,
-        "timeout" => Outcome::Timeout,
-        "crash" => Outcome::Crash,
-        "lost" => Outcome::Lost,
-        _ => return None,
-    })
-}
-
 /// Parses a stored lease's items (`[[exec, attempt], ...]`).
 pub fn lease_items(json: &str) -> Option<Vec<(ExecId, u32)>> {
     let items: Vec<(u32, u32)> = serde_json::from_str(json).ok()?;

@@ -426,7 +426,11 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
         }
     }
     let cancel = shoal_runner::Cancel::new();
-    tokio::spawn(watch_signals(cancel.clone()));
+    tokio::spawn(watch_signals(cancel.clone(), || {
+        eprintln!(
+            "\ninterrupted: stopping running tests and writing reports (press Ctrl-C again to exit at once)"
+        )
+    }));
     // Discovery can take a while (cargo compiles the tests): say what is
     // going on before the first event.
     let suites: Vec<&str> = config
@@ -487,9 +491,10 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
     ShoalExitCode::from_run(report.exit_code(fail_on_flaky))
 }
 
-/// First Ctrl-C or SIGTERM: stop scheduling, kill running tests, write
-/// partial reports. A second one exits at once.
-async fn watch_signals(cancel: shoal_runner::Cancel) {
+/// First Ctrl-C or SIGTERM: `announce` it and cancel `cancel` (the caller
+/// stops gracefully: a run kills its tests and writes partial reports, a
+/// service drains). A second one exits at once.
+pub(crate) async fn watch_signals(cancel: shoal_runner::Cancel, announce: fn()) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut term) = signal(SignalKind::terminate()) else {
         return;
@@ -502,9 +507,7 @@ async fn watch_signals(cancel: shoal_runner::Cancel) {
         }
         seen += 1;
         if seen == 1 {
-            eprintln!(
-                "\ninterrupted: stopping running tests and writing reports (press Ctrl-C again to exit at once)"
-            );
+            announce();
             cancel.cancel();
         } else {
             std::process::exit(ShoalExitCode::Interrupted as i32);

@@ -179,24 +179,8 @@ pub async fn worker_cmd(args: WorkerArgs) -> ShoalExitCode {
 
 /// SIGTERM or Ctrl-C: shut down gracefully; a second one exits at once.
 async fn stop_on_signal(shutdown: tokio_util::sync::CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        return;
-    };
-    let mut seen = 0;
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        seen += 1;
-        if seen == 1 {
-            tracing::warn!(
-                "shutting down: finishing in-flight work (signal again to exit at once)"
-            );
-            shutdown.cancel();
-        } else {
-            std::process::exit(ShoalExitCode::Interrupted as i32);
-        }
-    }
+    crate::watch_signals(shutdown, || {
+        tracing::warn!("shutting down: finishing in-flight work (signal again to exit at once)")
+    })
+    .await;
 }

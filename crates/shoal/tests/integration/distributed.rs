@@ -208,33 +208,29 @@ impl Cluster {
 
     /// A worker inside network namespace `ns` (`ip netns exec`).
     fn start_worker_in(&mut self, ns: &str, name: &str, slots: u32) -> usize {
-        let cache = self.project.out(&format!("worker-{name}"));
-        let running = self
+        let cmd = self
             .project
-            .tool("ip", ["netns", "exec", ns, crate::support::SHOAL])
-            .args(["worker", "--server", &self.url(), "--name", name])
-            .arg("--slots")
-            .arg(slots.to_string())
-            .arg("--cache-dir")
-            .arg(&cache)
-            .args(self.ca_args())
-            .env("SHOAL_TOKEN", TOKEN)
-            .env(
-                "SHOAL_FIXTURE_SLOT_FILE",
-                self.project.out("executions.txt"),
-            )
-            .env("SHOAL_FIXTURE_SLEEP", "0.3")
-            .spawn();
-        self.workers.push(running);
-        self.workers.len() - 1
+            .tool("ip", ["netns", "exec", ns, crate::support::SHOAL]);
+        self.launch_worker(cmd, name, slots, "0.3")
     }
 
     /// A worker whose tests sleep `sleep` seconds each.
     fn start_worker_with(&mut self, name: &str, slots: u32, sleep: &str) -> usize {
+        let cmd = self.project.shoal(std::iter::empty::<&str>());
+        self.launch_worker(cmd, name, slots, sleep)
+    }
+
+    /// `CMD worker ...` against this cluster's coordinator.
+    fn launch_worker(
+        &mut self,
+        cmd: crate::support::Cmd,
+        name: &str,
+        slots: u32,
+        sleep: &str,
+    ) -> usize {
         let cache = self.project.out(&format!("worker-{name}"));
-        let running = self
-            .project
-            .shoal(["worker", "--server", &self.url(), "--name", name])
+        let running = cmd
+            .args(["worker", "--server", &self.url(), "--name", name])
             .arg("--slots")
             .arg(slots.to_string())
             .arg("--cache-dir")
