@@ -498,21 +498,39 @@ fn two_runs_at_once_both_progress_and_do_not_share_directories() {
 
 #[test]
 fn a_bad_token_is_refused_with_a_clear_error() {
-    let c = Cluster::new(&Backend::Sqlite, "10s");
-    let out = c
-        .project
-        .shoal(["run", "--server", &c.url()])
-        .env("SHOAL_TOKEN", "wrong-token")
-        .run();
-    out.assert_code(3);
-    assert!(out.stderr.contains("token"), "{}", out.dump());
-    assert!(!out.stderr.contains(TOKEN) && !out.stderr.contains("wrong-token"));
-    let out = c
-        .project
-        .shoal(["run", "--server", &c.url()])
-        .env_remove("SHOAL_TOKEN")
-        .run();
-    out.assert_code(3);
+    for backend in backends() {
+        let c = Cluster::new(&backend, "10s");
+        let out = c
+            .project
+            .shoal(["run", "--server", &c.url()])
+            .env("SHOAL_TOKEN", "wrong-token")
+            .run();
+        out.assert_code(3);
+        assert!(out.stderr.contains("token"), "{}", out.dump());
+        assert!(!out.stderr.contains(TOKEN) && !out.stderr.contains("wrong-token"));
+        let out = c
+            .project
+            .shoal(["run", "--server", &c.url()])
+            .env_remove("SHOAL_TOKEN")
+            .run();
+        out.assert_code(3);
+        // A worker with a wrong token says so and keeps trying.
+        let mut worker = c
+            .project
+            .shoal(["worker", "--server", &c.url(), "--cache-dir"])
+            .arg(c.project.out("bad-worker"))
+            .env("SHOAL_TOKEN", "wrong-token")
+            .spawn();
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(
+            worker.wait_for(Duration::ZERO).is_none(),
+            "it keeps retrying"
+        );
+        worker.kill();
+        let log = worker.stderr();
+        assert!(log.contains("token"), "the worker said why:\n{log}");
+        assert!(!log.contains("wrong-token"), "the token is not logged");
+    }
 }
 
 fn finish(mut r: Running) -> Output {
@@ -746,6 +764,12 @@ impl Drop for NetNs {
 
 #[test]
 fn a_worker_in_a_network_namespace_partitioned_and_healed_is_fenced() {
+    for backend in backends() {
+        partition_in_a_namespace(&backend);
+    }
+}
+
+fn partition_in_a_namespace(backend: &Backend) {
     let ns = match NetNs::create() {
         Ok(ns) => ns,
         Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
@@ -756,7 +780,7 @@ fn a_worker_in_a_network_namespace_partitioned_and_healed_is_fenced() {
             return;
         }
     };
-    let mut c = Cluster::listening_on(&Backend::Sqlite, "2s", &ns.host_ip);
+    let mut c = Cluster::listening_on(backend, "2s", &ns.host_ip);
     let cut = c.start_worker_in(&ns.name, "netns", 1);
     let client = c.client("run").spawn();
     wait_for_finals(&c, "run", 2);
