@@ -99,4 +99,12 @@ impl StoreError {
     pub(crate) fn query(action: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
         move |source| StoreError::Query { action, source }
     }
+
+    /// Wraps an error met while migrating the store at `location`.
+    pub(crate) fn migrate(location: &str) -> impl Fn(sqlx::Error) -> Self + Copy + '_ {
+        move |source| StoreError::Migrate {
+            location: location.to_owned(),
+            source,
+        }
+    }
 }

@@ -18,6 +18,7 @@ mod open;
 mod pg_store;
 mod record;
 mod sql;
+mod sql_store;
 mod sqlite_store;
 mod store;
 #[cfg(test)]

@@ -1,20 +1,16 @@
 //! [`PgStore`]: the shared store, a PostgreSQL database that a fleet of
 //! shoal processes (coordinators, CLIs) reads and writes at once.
 
-use crate::migration::{self, Applied};
 use crate::open::redact_url;
-use crate::sql::{self, Dialect, Names, distinct, interned};
+use crate::sql::Dialect;
+use crate::sql_store::{Adapter, Engine, SqlStore, impl_store};
 use crate::store::DEFAULT_ESTIMATE_WINDOW;
-use crate::{
-    AttemptRecord, CoordinatorLock, LeaseRecord, QueuedRun, RunRecord, RunSummary, Store,
-    StoreError,
-};
-use shoal_core::{RunCounts, TestId};
+use crate::{CoordinatorLock, StoreError};
 use sqlx::Connection;
-use sqlx::Executor;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use std::collections::HashMap;
+use sqlx::postgres::{
+    PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgQueryResult, Postgres,
+};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -43,7 +39,7 @@ const CREATE_SCHEMA_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations 
      version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
      checksum BYTEA NOT NULL, applied DOUBLE PRECISION NOT NULL)";
 
-/// A [`Store`] in a PostgreSQL database.
+/// A [`Store`](crate::Store) in a PostgreSQL database.
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
@@ -111,11 +107,7 @@ impl PgStore {
 
     /// The schema version of the store (the newest applied migration).
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
-        sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(version) FROM schema_migrations")
-            .fetch_one(&self.pool)
-            .await
-            .map(Option::unwrap_or_default)
-            .map_err(StoreError::query("read the schema version"))
+        self.sql().schema_version().await
     }
 
     /// Closes every pooled connection (a held coordinator lock keeps its own).
@@ -179,13 +171,10 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Applies pending migrations in one transaction that holds the migration
-/// advisory lock (see [`migration`]); PostgreSQL's DDL is transactional, so
+/// advisory lock (see [`migration`](crate::migration)); PostgreSQL's DDL is transactional, so
 /// a failed migration leaves nothing behind.
 async fn migrate(conn: &mut PgConnection, location: &str) -> Result<(), StoreError> {
-    let err = |source| StoreError::Migrate {
-        location: location.to_owned(),
-        source,
-    };
+    let err = StoreError::migrate(location);
     let mut tx = conn.begin().await.map_err(err)?;
     // Without the notice "relation schema_migrations already exists,
     // skipping", which sqlx would log on every open.
@@ -198,434 +187,44 @@ async fn migrate(conn: &mut PgConnection, location: &str) -> Result<(), StoreErr
         .execute(&mut *tx)
         .await
         .map_err(err)?;
-    sqlx::query(CREATE_SCHEMA_TABLE)
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-    let applied: Vec<Applied> = sqlx::query_as("SELECT version, checksum FROM schema_migrations")
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(err)?;
-    for m in migration::pending(MIGRATOR.iter().as_slice(), &applied, location)? {
-        // A query without arguments runs as a simple query: several
-        // statements at once. (`sqlx::raw_sql` does the same but its future
-        // is not provably `Send`: sqlx issue #3150.)
-        (&mut *tx).execute(&*m.sql).await.map_err(err)?;
-        sqlx::query(
-            "INSERT INTO schema_migrations (version, description, checksum, applied) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(m.version)
-        .bind(&*m.description)
-        .bind(&*m.checksum)
-        .bind(shoal_core::now_epoch())
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-    }
+    SqlStore::apply_migrations(&mut tx, &MIGRATOR, CREATE_SCHEMA_TABLE, location).await?;
     tx.commit().await.map_err(err)
 }
 
-/// Interned test keys: suite → name → id.
-type TestKeys = HashMap<String, HashMap<String, i64>>;
+impl Engine for Postgres {
+    const DIALECT: Dialect = Dialect::Postgres;
+    /// READ COMMITTED: writers are ordered by the row locks they take.
+    const BEGIN_WRITE: Option<&'static str> = None;
+    const BEGIN_READ: Option<&'static str> = Some(BEGIN_READ);
+    /// Locks the run's row against a concurrent close, whose update then
+    /// waits for the lease's transaction, so that its delete sees the lease.
+    const LOCK_QUEUED_RUN: &'static str =
+        "SELECT closed IS NULL FROM queued_runs WHERE run_id = $1 FOR SHARE";
 
-/// Adds the tests not yet known and returns the keys of all of them.
-/// `tests` must be sorted: concurrent transactions then take the unique
-/// index's row locks in one order and cannot deadlock.
-async fn intern_tests(
-    conn: &mut PgConnection,
-    tests: &[(&str, &str)],
-) -> Result<TestKeys, StoreError> {
-    let action = "record test names";
-    let mut keys = TestKeys::new();
-    let full = sql::rows_per_statement(sql::TEST_COLUMNS);
-    for chunk in tests.chunks(full) {
-        let insert = sql::insert_tests(Dialect::Postgres, chunk.len());
-        let mut q = sqlx::query(&insert).persistent(chunk.len() == full);
-        for (suite, name) in chunk {
-            q = q.bind(*suite).bind(*name);
-        }
-        q.execute(&mut *conn)
-            .await
-            .map_err(StoreError::query(action))?;
-
-        let select = sql::select_tests(Dialect::Postgres, chunk.len());
-        let mut q =
-            sqlx::query_as::<_, (i64, String, String)>(&select).persistent(chunk.len() == full);
-        for (suite, name) in chunk {
-            q = q.bind(*suite).bind(*name);
-        }
-        for (id, suite, name) in q
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(StoreError::query(action))?
-        {
-            keys.entry(suite).or_default().insert(name, id);
-        }
+    fn rows_affected(done: &PgQueryResult) -> u64 {
+        done.rows_affected()
     }
-    Ok(keys)
 }
 
-/// Adds the `names` (sorted, as for [`intern_tests`]) not yet in table
-/// `kind` and returns the keys of all.
-async fn intern_names(
-    conn: &mut PgConnection,
-    kind: Names,
-    names: &[&str],
-) -> Result<HashMap<String, i64>, StoreError> {
-    let action = "record worker and commit names";
-    let mut keys = HashMap::new();
-    for chunk in names.chunks(sql::rows_per_statement(1)) {
-        let insert = kind.insert(Dialect::Postgres, chunk.len());
-        let mut q = sqlx::query(&insert).persistent(false);
-        for name in chunk {
-            q = q.bind(*name);
-        }
-        q.execute(&mut *conn)
-            .await
-            .map_err(StoreError::query(action))?;
+impl Adapter for PgStore {
+    type Engine = Postgres;
 
-        let select = kind.select(Dialect::Postgres, chunk.len());
-        let mut q = sqlx::query_as::<_, (i64, String)>(&select).persistent(false);
-        for name in chunk {
-            q = q.bind(*name);
-        }
-        keys.extend(
-            q.fetch_all(&mut *conn)
-                .await
-                .map_err(StoreError::query(action))?
-                .into_iter()
-                .map(|(id, name)| (name, id)),
-        );
-    }
-    Ok(keys)
-}
-
-/// The distinct items, sorted.
-fn sorted<T: Ord + Eq + std::hash::Hash + Copy>(items: impl Iterator<Item = T>) -> Vec<T> {
-    let mut items = distinct(items);
-    items.sort_unstable();
-    items
-}
-
-#[async_trait::async_trait]
-impl Store for PgStore {
-    async fn begin_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        let done = sqlx::query(sql::INSERT_RUN)
-            .bind(&run.run_id)
-            .bind(run.started)
-            .bind(run.commit.as_deref())
-            .bind(run.dirty)
-            .bind(&run.worker)
-            .bind(&run.selection)
-            .bind(sql::count_param(run.planned))
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::query("record the start of a run"))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::DuplicateRun(run.run_id.clone()));
-        }
-        Ok(())
+    fn sql(&self) -> SqlStore<'_, Postgres> {
+        SqlStore::new(&self.pool, self.window)
     }
 
-    async fn record_attempts(&self, attempts: &[AttemptRecord]) -> Result<(), StoreError> {
-        if attempts.is_empty() {
-            return Ok(());
-        }
-        let action = "record attempts";
-        let mut tx = self.pool.begin().await.map_err(StoreError::query(action))?;
-
-        let mut runs = HashMap::new();
-        for run_id in distinct(attempts.iter().map(|a| a.run_id.as_str())) {
-            let key: Option<i64> = sqlx::query_scalar(sql::RUN_KEY)
-                .bind(run_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::query(action))?;
-            let key = key.ok_or_else(|| StoreError::UnknownRun(run_id.to_owned()))?;
-            runs.insert(run_id, key);
-        }
-        let tests = sorted(attempts.iter().map(|a| (a.suite.as_str(), a.test.as_str())));
-        let tests = intern_tests(&mut tx, &tests).await?;
-        let workers = sorted(attempts.iter().map(|a| a.worker.as_str()));
-        let workers = intern_names(&mut tx, Names::Workers, &workers).await?;
-        let commits = sorted(attempts.iter().filter_map(|a| a.commit.as_deref()));
-        let commits = intern_names(&mut tx, Names::Commits, &commits).await?;
-
-        let full = sql::rows_per_statement(sql::ATTEMPT_COLUMNS);
-        for chunk in attempts.chunks(full) {
-            let insert = sql::insert_attempts(Dialect::Postgres, chunk.len());
-            let mut q = sqlx::query(&insert).persistent(chunk.len() == full);
-            for a in chunk {
-                let test = tests.get(&a.suite).and_then(|names| names.get(&a.test));
-                let commit = match &a.commit {
-                    Some(sha) => Some(interned(commits.get(sha), "commit")?),
-                    None => None,
-                };
-                q = q
-                    .bind(interned(runs.get(a.run_id.as_str()), "run")?)
-                    .bind(interned(test, "test")?)
-                    .bind(i64::from(a.repeat))
-                    .bind(i64::from(a.attempt))
-                    .bind(a.outcome.as_str())
-                    .bind(a.final_status.map(|s| s.as_str()))
-                    .bind(i64::from(a.slot))
-                    .bind(interned(workers.get(&a.worker), "worker")?)
-                    .bind(a.start)
-                    .bind(a.end)
-                    .bind(a.duration)
-                    .bind(a.message.as_deref())
-                    .bind(commit)
-                    .bind(a.dirty);
-            }
-            q.execute(&mut *tx)
-                .await
-                .map_err(StoreError::query(action))?;
-        }
-        tx.commit().await.map_err(StoreError::query(action))
-    }
-
-    async fn finish_run(
-        &self,
-        run_id: &str,
-        end: f64,
-        counts: &RunCounts,
-        interrupted: bool,
-        exit_code: i32,
-    ) -> Result<(), StoreError> {
-        let done = sqlx::query(sql::FINISH_RUN)
-            .bind(run_id)
-            .bind(end)
-            .bind(sql::count_param(counts.passed))
-            .bind(sql::count_param(counts.failed))
-            .bind(sql::count_param(counts.flaky))
-            .bind(sql::count_param(counts.skipped))
-            .bind(sql::count_param(counts.attempts))
-            .bind(interrupted)
-            .bind(i64::from(exit_code))
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::query("record the end of a run"))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::UnknownRun(run_id.to_owned()));
-        }
-        Ok(())
-    }
-
-    async fn duration_estimates(
-        &self,
-        tests: &[TestId],
-    ) -> Result<HashMap<TestId, Duration>, StoreError> {
-        let action = "read duration estimates";
-        let mut estimates = HashMap::with_capacity(tests.len());
-        if tests.is_empty() {
-            return Ok(estimates);
-        }
-        let tests = distinct(tests.iter());
-        let mut recent = sql::RecentDurations::new(tests.len(), self.window);
-        let mut tx = self
+    async fn reserve_token_range(&self, n: u64) -> Result<u64, StoreError> {
+        // No transaction: the one update's row lock serializes concurrent
+        // reservations.
+        let mut conn = self
             .pool
-            .begin_with(BEGIN_READ)
+            .acquire()
             .await
-            .map_err(StoreError::query(action))?;
-        let full = sql::rows_per_statement(sql::TIMING_COLUMNS);
-        for (n, chunk) in tests.chunks(full).enumerate() {
-            let select = sql::recent_timings(Dialect::Postgres, chunk.len(), self.window);
-            let mut q =
-                sqlx::query_as::<_, (i64, f64, f64)>(&select).persistent(chunk.len() == full);
-            for (i, test) in chunk.iter().enumerate() {
-                q = q
-                    .bind(sql::count_param(n * full + i))
-                    .bind(test.suite.as_str())
-                    .bind(test.name.as_str());
-            }
-            for (index, started, duration) in q
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(StoreError::query(action))?
-            {
-                recent.add(index, started, duration)?;
-            }
-        }
-        tx.commit().await.map_err(StoreError::query(action))?;
-        for (index, median) in recent.medians() {
-            if let Ok(duration) = Duration::try_from_secs_f64(median) {
-                estimates.insert(tests[index].clone(), duration);
-            }
-        }
-        Ok(estimates)
+            .map_err(StoreError::query("reserve fencing tokens"))?;
+        SqlStore::<Postgres>::reserve_tokens_on(&mut conn, n).await
     }
 
-    async fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
-        sqlx::query_as::<_, sql::RunRow>(sql::RECENT_RUNS)
-            .bind(sql::count_param(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::query("list runs"))?
-            .into_iter()
-            .map(sql::RunRow::into_summary)
-            .collect()
-    }
-
-    async fn attempts_of_run(&self, run_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
-        let action = "read the attempts of a run";
-        let mut tx = self
-            .pool
-            .begin_with(BEGIN_READ)
-            .await
-            .map_err(StoreError::query(action))?;
-        let rows = sqlx::query_as::<_, sql::AttemptRow>(sql::ATTEMPTS_OF_RUN)
-            .bind(run_id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(StoreError::query(action))?;
-        if rows.is_empty() {
-            let exists: Option<i64> = sqlx::query_scalar(sql::RUN_KEY)
-                .bind(run_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::query(action))?;
-            if exists.is_none() {
-                return Err(StoreError::UnknownRun(run_id.to_owned()));
-            }
-        }
-        tx.commit().await.map_err(StoreError::query(action))?;
-        rows.into_iter().map(sql::AttemptRow::into_record).collect()
-    }
-
-    async fn save_queued_run(&self, run: &QueuedRun) -> Result<(), StoreError> {
-        let done = sqlx::query(sql::INSERT_QUEUED_RUN)
-            .bind(&run.run_id)
-            .bind(&run.spec)
-            .bind(run.submitted)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::query("save a queued run"))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::DuplicateRun(run.run_id.clone()));
-        }
-        Ok(())
-    }
-
-    async fn close_queued_run(&self, run_id: &str) -> Result<(), StoreError> {
-        let action = "close a queued run";
-        let mut tx = self.pool.begin().await.map_err(StoreError::query(action))?;
-        let closed = sqlx::query(sql::CLOSE_QUEUED_RUN)
-            .bind(run_id)
-            .bind(shoal_core::now_epoch())
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::query(action))?;
-        if closed.rows_affected() == 0 {
-            let open: Option<bool> = sqlx::query_scalar(sql::QUEUED_RUN_IS_OPEN)
-                .bind(run_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::query(action))?;
-            if open.is_none() {
-                return Err(StoreError::UnknownRun(run_id.to_owned()));
-            }
-        }
-        // The run's row lock (taken by the update, or already released by
-        // the transaction that closed it) orders this after any lease saved
-        // while it was open.
-        sqlx::query(sql::DELETE_RUN_LEASES)
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::query(action))?;
-        tx.commit().await.map_err(StoreError::query(action))
-    }
-
-    async fn open_queued_runs(&self) -> Result<Vec<QueuedRun>, StoreError> {
-        let rows = sqlx::query_as::<_, sql::QueuedRunRow>(sql::OPEN_QUEUED_RUNS)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::query("list open queued runs"))?;
-        Ok(rows.into_iter().map(QueuedRun::from).collect())
-    }
-
-    async fn save_lease(&self, lease: &LeaseRecord) -> Result<(), StoreError> {
-        let action = "save a lease";
-        let mut tx = self.pool.begin().await.map_err(StoreError::query(action))?;
-        // Locks the run's row (against a concurrent close) and reads whether
-        // it is open.
-        let open: Option<bool> = sqlx::query_scalar(
-            "SELECT closed IS NULL FROM queued_runs WHERE run_id = $1 FOR SHARE",
-        )
-        .bind(&lease.run_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(StoreError::query(action))?;
-        match open {
-            None => return Err(StoreError::UnknownRun(lease.run_id.clone())),
-            // Closing deleted the run's leases for good.
-            Some(false) => return Ok(()),
-            Some(true) => {}
-        }
-        sqlx::query(sql::SAVE_LEASE)
-            .bind(&lease.run_id)
-            .bind(sql::to_i64(lease.lease_id, "lease id")?)
-            .bind(sql::to_i64(lease.token, "fencing token")?)
-            .bind(&lease.worker_id)
-            .bind(i64::from(lease.slot))
-            .bind(&lease.items)
-            .bind(lease.deadline)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::query(action))?;
-        tx.commit().await.map_err(StoreError::query(action))
-    }
-
-    async fn drop_lease(&self, run_id: &str, lease_id: u64) -> Result<(), StoreError> {
-        let Ok(lease_id) = i64::try_from(lease_id) else {
-            // No such lease could have been saved.
-            return Ok(());
-        };
-        sqlx::query(sql::DROP_LEASE)
-            .bind(run_id)
-            .bind(lease_id)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::query("drop a lease"))?;
-        Ok(())
-    }
-
-    async fn leases(&self, run_id: Option<&str>) -> Result<Vec<LeaseRecord>, StoreError> {
-        let select = sql::leases(run_id.is_some());
-        let mut q = sqlx::query_as::<_, sql::LeaseRow>(&select);
-        if let Some(run_id) = run_id {
-            q = q.bind(run_id);
-        }
-        q.fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::query("list leases"))?
-            .into_iter()
-            .map(sql::LeaseRow::into_record)
-            .collect()
-    }
-
-    async fn reserve_tokens(&self, n: u64) -> Result<u64, StoreError> {
-        let action = "reserve fencing tokens";
-        let (count, limit) = sql::reserve_params(n)?;
-        // One statement: the row lock serializes concurrent reservations.
-        let next: Option<i64> = sqlx::query_scalar(sql::RESERVE_TOKENS)
-            .bind(count)
-            .bind(limit)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::query(action))?;
-        let current = match next {
-            Some(_) => None,
-            None => sqlx::query_scalar(sql::NEXT_TOKEN)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(StoreError::query(action))?,
-        };
-        sql::reserved_base(n, next, current)
-    }
-
-    async fn lock_coordinator(&self) -> Result<CoordinatorLock, StoreError> {
+    async fn take_coordinator_lock(&self) -> Result<CoordinatorLock, StoreError> {
         // A connection of its own, outside the pool: the lock lives as long
         // as this session, which ends with the guard or the process.
         let mut conn = PgConnection::connect_with(&self.options)
@@ -649,11 +248,16 @@ impl Store for PgStore {
     }
 }
 
+impl_store!(PgStore);
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_pg::with_database;
+    use crate::{AttemptRecord, QueuedRun, RunRecord, Store};
+    use shoal_core::TestId;
     use std::sync::Arc;
+    use std::time::Duration;
 
     async fn count(store: &PgStore, sql: &str) -> i64 {
         sqlx::query_scalar(sql)

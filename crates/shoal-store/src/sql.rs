@@ -7,8 +7,9 @@
 //! statements number their parameters (`$1`; sqlx's SQLite driver binds
 //! those by number); bulk statements spell them per [`Dialect`]. Integers
 //! are bound as `i64`, booleans as `bool`, timestamps and durations as `f64`
-//! seconds, outcomes as text. An adapter only picks the driver, binds values
-//! in the documented order and maps rows with the types below.
+//! seconds, outcomes as text. [`SqlStore`](crate::sql_store::SqlStore)
+//! binds values in the documented order and maps rows with the types below,
+//! for either engine.
 
 use crate::{AttemptRecord, LeaseRecord, QueuedRun, RunEnd, RunRecord, RunSummary, StoreError};
 use shoal_core::{FinalStatus, Outcome, RunCounts};
@@ -77,6 +78,18 @@ impl Dialect {
         out
     }
 }
+
+// ---- schema versions (see `migration`) --------------------------------------
+
+/// Yields the newest applied migration's version (`NULL` before the first).
+pub(crate) const SCHEMA_VERSION: &str = "SELECT MAX(version) FROM schema_migrations";
+
+/// Yields an [`Applied`](crate::migration::Applied) per applied migration.
+pub(crate) const APPLIED_MIGRATIONS: &str = "SELECT version, checksum FROM schema_migrations";
+
+/// Binds: version, description, checksum, applied (now).
+pub(crate) const RECORD_MIGRATION: &str = "INSERT INTO schema_migrations \
+     (version, description, checksum, applied) VALUES ($1, $2, $3, $4)";
 
 // ---- runs ---------------------------------------------------------------
 
@@ -373,6 +386,15 @@ pub(crate) fn to_i64(v: u64, what: &'static str) -> Result<i64, StoreError> {
 pub(crate) fn distinct<T: Eq + std::hash::Hash + Copy>(items: impl Iterator<Item = T>) -> Vec<T> {
     let mut seen = HashSet::new();
     items.filter(|item| seen.insert(*item)).collect()
+}
+
+/// The distinct items of `items`, sorted: concurrent transactions that
+/// intern them take the unique indexes' row locks in one order and so cannot
+/// deadlock.
+pub(crate) fn sorted<T: Ord + std::hash::Hash + Copy>(items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut items = distinct(items);
+    items.sort_unstable();
+    items
 }
 
 /// A key interned moments ago in the same transaction; missing means the

@@ -1,23 +1,17 @@
 //! [`SqliteStore`]: the embedded store (`.shoal/history.db`), one file per
 //! repository, safe to share between concurrent shoal processes.
 
-use crate::migration::{self, Applied};
-use crate::sql::{self, Dialect, Names, distinct, interned};
+use crate::sql::{self, Dialect};
+use crate::sql_store::{Adapter, Engine, SqlStore, impl_store};
 use crate::store::DEFAULT_ESTIMATE_WINDOW;
-use crate::{
-    AttemptRecord, CoordinatorLock, LeaseRecord, QueuedRun, RunRecord, RunSummary, Store,
-    StoreError,
-};
+use crate::{CoordinatorLock, StoreError};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
-use shoal_core::{RunCounts, TestId};
-use sqlx::Executor;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteQueryResult, SqliteSynchronous,
 };
-use std::collections::HashMap;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,7 +37,7 @@ const CREATE_SCHEMA_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations 
      version INTEGER PRIMARY KEY, description TEXT NOT NULL, \
      checksum BLOB NOT NULL, applied REAL NOT NULL)";
 
-/// A [`Store`] in an SQLite database: a file in WAL mode, or memory.
+/// A [`Store`](crate::Store) in an SQLite database: a file in WAL mode, or memory.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -138,11 +132,7 @@ impl SqliteStore {
 
     /// The schema version of the store (the newest applied migration).
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
-        sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(version) FROM schema_migrations")
-            .fetch_one(&self.pool)
-            .await
-            .map(Option::unwrap_or_default)
-            .map_err(StoreError::query("read the schema version"))
+        self.sql().schema_version().await
     }
 
     /// Closes every connection, checkpointing the WAL into the database file.
@@ -151,111 +141,29 @@ impl SqliteStore {
     }
 }
 
-/// Applies pending migrations in one write transaction (see [`migration`]).
+/// Applies pending migrations in one write transaction, which keeps other
+/// processes opening the same file out (see [`migration`](crate::migration)).
 async fn migrate(pool: &SqlitePool, location: &str) -> Result<(), StoreError> {
-    let err = |source| StoreError::Migrate {
-        location: location.to_owned(),
-        source,
-    };
+    let err = StoreError::migrate(location);
     let mut tx = pool.begin_with(BEGIN_WRITE).await.map_err(err)?;
-    sqlx::query(CREATE_SCHEMA_TABLE)
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-    let applied: Vec<Applied> = sqlx::query_as("SELECT version, checksum FROM schema_migrations")
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(err)?;
-    for m in migration::pending(MIGRATOR.iter().as_slice(), &applied, location)? {
-        // A query without arguments runs as a simple query: several
-        // statements at once. (`sqlx::raw_sql` does the same but its future
-        // is not provably `Send`: sqlx issue #3150.)
-        (&mut *tx).execute(&*m.sql).await.map_err(err)?;
-        sqlx::query(
-            "INSERT INTO schema_migrations (version, description, checksum, applied) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(m.version)
-        .bind(&*m.description)
-        .bind(&*m.checksum)
-        .bind(shoal_core::now_epoch())
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-    }
+    SqlStore::apply_migrations(&mut tx, &MIGRATOR, CREATE_SCHEMA_TABLE, location).await?;
     tx.commit().await.map_err(err)
 }
 
-/// Interned test keys: suite → name → id.
-type TestKeys = HashMap<String, HashMap<String, i64>>;
+impl Engine for Sqlite {
+    /// See [`Dialect::Sqlite`] for why not numbered parameters.
+    const DIALECT: Dialect = Dialect::Sqlite;
+    const BEGIN_WRITE: Option<&'static str> = Some(BEGIN_WRITE);
+    /// A deferred transaction: in WAL mode its first read fixes the
+    /// snapshot that the rest of it reads.
+    const BEGIN_READ: Option<&'static str> = None;
+    /// No row locks: the write transaction (`BEGIN IMMEDIATE`) already
+    /// keeps every other writer out until it ends.
+    const LOCK_QUEUED_RUN: &'static str = sql::QUEUED_RUN_IS_OPEN;
 
-/// Adds the tests not yet known and returns the keys of all of them.
-async fn intern_tests(
-    conn: &mut SqliteConnection,
-    tests: &[(&str, &str)],
-) -> Result<TestKeys, StoreError> {
-    let action = "record test names";
-    let mut keys = TestKeys::new();
-    let full = sql::rows_per_statement(sql::TEST_COLUMNS);
-    for chunk in tests.chunks(full) {
-        let insert = sql::insert_tests(Dialect::Sqlite, chunk.len());
-        let mut q = sqlx::query(&insert).persistent(chunk.len() == full);
-        for (suite, name) in chunk {
-            q = q.bind(*suite).bind(*name);
-        }
-        q.execute(&mut *conn)
-            .await
-            .map_err(StoreError::query(action))?;
-
-        let select = sql::select_tests(Dialect::Sqlite, chunk.len());
-        let mut q =
-            sqlx::query_as::<_, (i64, String, String)>(&select).persistent(chunk.len() == full);
-        for (suite, name) in chunk {
-            q = q.bind(*suite).bind(*name);
-        }
-        for (id, suite, name) in q
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(StoreError::query(action))?
-        {
-            keys.entry(suite).or_default().insert(name, id);
-        }
+    fn rows_affected(done: &SqliteQueryResult) -> u64 {
+        done.rows_affected()
     }
-    Ok(keys)
-}
-
-/// Adds the `names` not yet in table `kind` and returns the keys of all.
-async fn intern_names(
-    conn: &mut SqliteConnection,
-    kind: Names,
-    names: &[&str],
-) -> Result<HashMap<String, i64>, StoreError> {
-    let action = "record worker and commit names";
-    let mut keys = HashMap::new();
-    for chunk in names.chunks(sql::rows_per_statement(1)) {
-        let insert = kind.insert(Dialect::Sqlite, chunk.len());
-        let mut q = sqlx::query(&insert).persistent(false);
-        for name in chunk {
-            q = q.bind(*name);
-        }
-        q.execute(&mut *conn)
-            .await
-            .map_err(StoreError::query(action))?;
-
-        let select = kind.select(Dialect::Sqlite, chunk.len());
-        let mut q = sqlx::query_as::<_, (i64, String)>(&select).persistent(false);
-        for name in chunk {
-            q = q.bind(*name);
-        }
-        keys.extend(
-            q.fetch_all(&mut *conn)
-                .await
-                .map_err(StoreError::query(action))?
-                .into_iter()
-                .map(|(id, name)| (name, id)),
-        );
-    }
-    Ok(keys)
 }
 
 /// The coordinator lock file of the database at `db`.
@@ -305,325 +213,28 @@ fn lock_file(db: &Path) -> Result<CoordinatorLock, StoreError> {
     }
 }
 
-#[async_trait::async_trait]
-impl Store for SqliteStore {
-    async fn begin_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        let done = sqlx::query(sql::INSERT_RUN)
-            .bind(&run.run_id)
-            .bind(run.started)
-            .bind(run.commit.as_deref())
-            .bind(run.dirty)
-            .bind(&run.worker)
-            .bind(&run.selection)
-            .bind(sql::count_param(run.planned))
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::query("record the start of a run"))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::DuplicateRun(run.run_id.clone()));
-        }
-        Ok(())
+impl Adapter for SqliteStore {
+    type Engine = Sqlite;
+
+    fn sql(&self) -> SqlStore<'_, Sqlite> {
+        SqlStore::new(&self.pool, self.window)
     }
 
-    async fn record_attempts(&self, attempts: &[AttemptRecord]) -> Result<(), StoreError> {
-        if attempts.is_empty() {
-            return Ok(());
-        }
-        let action = "record attempts";
-        let mut tx = self
-            .pool
-            .begin_with(BEGIN_WRITE)
-            .await
-            .map_err(StoreError::query(action))?;
-
-        let mut runs = HashMap::new();
-        for run_id in distinct(attempts.iter().map(|a| a.run_id.as_str())) {
-            let key: Option<i64> = sqlx::query_scalar(sql::RUN_KEY)
-                .bind(run_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::query(action))?;
-            let key = key.ok_or_else(|| StoreError::UnknownRun(run_id.to_owned()))?;
-            runs.insert(run_id, key);
-        }
-        let tests = distinct(attempts.iter().map(|a| (a.suite.as_str(), a.test.as_str())));
-        let tests = intern_tests(&mut tx, &tests).await?;
-        let workers = distinct(attempts.iter().map(|a| a.worker.as_str()));
-        let workers = intern_names(&mut tx, Names::Workers, &workers).await?;
-        let commits = distinct(attempts.iter().filter_map(|a| a.commit.as_deref()));
-        let commits = intern_names(&mut tx, Names::Commits, &commits).await?;
-
-        let full = sql::rows_per_statement(sql::ATTEMPT_COLUMNS);
-        for chunk in attempts.chunks(full) {
-            let insert = sql::insert_attempts(Dialect::Sqlite, chunk.len());
-            let mut q = sqlx::query(&insert).persistent(chunk.len() == full);
-            for a in chunk {
-                let test = tests.get(&a.suite).and_then(|names| names.get(&a.test));
-                let commit = match &a.commit {
-                    Some(sha) => Some(interned(commits.get(sha), "commit")?),
-                    None => None,
-                };
-                q = q
-                    .bind(interned(runs.get(a.run_id.as_str()), "run")?)
-                    .bind(interned(test, "test")?)
-                    .bind(i64::from(a.repeat))
-                    .bind(i64::from(a.attempt))
-                    .bind(a.outcome.as_str())
-                    .bind(a.final_status.map(|s| s.as_str()))
-                    .bind(i64::from(a.slot))
-                    .bind(interned(workers.get(&a.worker), "worker")?)
-                    .bind(a.start)
-                    .bind(a.end)
-                    .bind(a.duration)
-                    .bind(a.message.as_deref())
-                    .bind(commit)
-                    .bind(a.dirty);
-            }
-            q.execute(&mut *tx)
-                .await
-                .map_err(StoreError::query(action))?;
-        }
-        tx.commit().await.map_err(StoreError::query(action))
-    }
-
-    async fn finish_run(
-        &self,
-        run_id: &str,
-        end: f64,
-        counts: &RunCounts,
-        interrupted: bool,
-        exit_code: i32,
-    ) -> Result<(), StoreError> {
-        let done = sqlx::query(sql::FINISH_RUN)
-            .bind(run_id)
-            .bind(end)
-            .bind(sql::count_param(counts.passed))
-            .bind(sql::count_param(counts.failed))
-            .bind(sql::count_param(counts.flaky))
-            .bind(sql::count_param(counts.skipped))
-            .bind(sql::count_param(counts.attempts))
-            .bind(interrupted)
-            .bind(i64::from(exit_code))
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::query("record the end of a run"))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::UnknownRun(run_id.to_owned()));
-        }
-        Ok(())
-    }
-
-    async fn duration_estimates(
-        &self,
-        tests: &[TestId],
-    ) -> Result<HashMap<TestId, Duration>, StoreError> {
-        let action = "read duration estimates";
-        let mut estimates = HashMap::with_capacity(tests.len());
-        if tests.is_empty() {
-            return Ok(estimates);
-        }
-        let tests = distinct(tests.iter());
-        let mut recent = sql::RecentDurations::new(tests.len(), self.window);
-        // One read transaction: every chunk sees the same snapshot.
-        let mut tx = self.pool.begin().await.map_err(StoreError::query(action))?;
-        let full = sql::rows_per_statement(sql::TIMING_COLUMNS);
-        for (n, chunk) in tests.chunks(full).enumerate() {
-            let select = sql::recent_timings(Dialect::Sqlite, chunk.len(), self.window);
-            let mut q =
-                sqlx::query_as::<_, (i64, f64, f64)>(&select).persistent(chunk.len() == full);
-            for (i, test) in chunk.iter().enumerate() {
-                q = q
-                    .bind(sql::count_param(n * full + i))
-                    .bind(test.suite.as_str())
-                    .bind(test.name.as_str());
-            }
-            for (index, started, duration) in q
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(StoreError::query(action))?
-            {
-                recent.add(index, started, duration)?;
-            }
-        }
-        tx.commit().await.map_err(StoreError::query(action))?;
-        for (index, median) in recent.medians() {
-            if let Ok(median) = Duration::try_from_secs_f64(median) {
-                estimates.insert(tests[index].clone(), median);
-            }
-        }
-        Ok(estimates)
-    }
-
-    async fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
-        sqlx::query_as::<_, sql::RunRow>(sql::RECENT_RUNS)
-            .bind(sql::count_param(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::query("list runs"))?
-            .into_iter()
-            .map(sql::RunRow::into_summary)
-            .collect()
-    }
-
-    async fn attempts_of_run(&self, run_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
-        let action = "read the attempts of a run";
-        let mut tx = self.pool.begin().await.map_err(StoreError::query(action))?;
-        let rows = sqlx::query_as::<_, sql::AttemptRow>(sql::ATTEMPTS_OF_RUN)
-            .bind(run_id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(StoreError::query(action))?;
-        if rows.is_empty() {
-            let exists: Option<i64> = sqlx::query_scalar(sql::RUN_KEY)
-                .bind(run_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::query(action))?;
-            if exists.is_none() {
-                return Err(StoreError::UnknownRun(run_id.to_owned()));
-            }
-        }
-        tx.commit().await.map_err(StoreError::query(action))?;
-        rows.into_iter().map(sql::AttemptRow::into_record).collect()
-    }
-
-    async fn save_queued_run(&self, run: &QueuedRun) -> Result<(), StoreError> {
-        let done = sqlx::query(sql::INSERT_QUEUED_RUN)
-            .bind(&run.run_id)
-            .bind(&run.spec)
-            .bind(run.submitted)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::query("save a queued run"))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::DuplicateRun(run.run_id.clone()));
-        }
-        Ok(())
-    }
-
-    async fn close_queued_run(&self, run_id: &str) -> Result<(), StoreError> {
-        let action = "close a queued run";
-        let mut tx = self
-            .pool
-            .begin_with(BEGIN_WRITE)
-            .await
-            .map_err(StoreError::query(action))?;
-        let open: Option<bool> = sqlx::query_scalar(sql::QUEUED_RUN_IS_OPEN)
-            .bind(run_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(StoreError::query(action))?;
-        if open.is_none() {
-            return Err(StoreError::UnknownRun(run_id.to_owned()));
-        }
-        sqlx::query(sql::CLOSE_QUEUED_RUN)
-            .bind(run_id)
-            .bind(shoal_core::now_epoch())
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::query(action))?;
-        sqlx::query(sql::DELETE_RUN_LEASES)
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::query(action))?;
-        tx.commit().await.map_err(StoreError::query(action))
-    }
-
-    async fn open_queued_runs(&self) -> Result<Vec<QueuedRun>, StoreError> {
-        let rows = sqlx::query_as::<_, sql::QueuedRunRow>(sql::OPEN_QUEUED_RUNS)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::query("list open queued runs"))?;
-        Ok(rows.into_iter().map(QueuedRun::from).collect())
-    }
-
-    async fn save_lease(&self, lease: &LeaseRecord) -> Result<(), StoreError> {
-        let action = "save a lease";
-        let mut tx = self
-            .pool
-            .begin_with(BEGIN_WRITE)
-            .await
-            .map_err(StoreError::query(action))?;
-        let done = sqlx::query(sql::SAVE_LEASE)
-            .bind(&lease.run_id)
-            .bind(sql::to_i64(lease.lease_id, "lease id")?)
-            .bind(sql::to_i64(lease.token, "fencing token")?)
-            .bind(&lease.worker_id)
-            .bind(i64::from(lease.slot))
-            .bind(&lease.items)
-            .bind(lease.deadline)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::query(action))?;
-        if done.rows_affected() == 0 {
-            let open: Option<bool> = sqlx::query_scalar(sql::QUEUED_RUN_IS_OPEN)
-                .bind(&lease.run_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::query(action))?;
-            if open.is_none() {
-                return Err(StoreError::UnknownRun(lease.run_id.clone()));
-            }
-        }
-        tx.commit().await.map_err(StoreError::query(action))
-    }
-
-    async fn drop_lease(&self, run_id: &str, lease_id: u64) -> Result<(), StoreError> {
-        let Ok(lease_id) = i64::try_from(lease_id) else {
-            // No such lease could have been saved.
-            return Ok(());
-        };
-        sqlx::query(sql::DROP_LEASE)
-            .bind(run_id)
-            .bind(lease_id)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::query("drop a lease"))?;
-        Ok(())
-    }
-
-    async fn leases(&self, run_id: Option<&str>) -> Result<Vec<LeaseRecord>, StoreError> {
-        let select = sql::leases(run_id.is_some());
-        let mut q = sqlx::query_as::<_, sql::LeaseRow>(&select);
-        if let Some(run_id) = run_id {
-            q = q.bind(run_id);
-        }
-        q.fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::query("list leases"))?
-            .into_iter()
-            .map(sql::LeaseRow::into_record)
-            .collect()
-    }
-
-    async fn reserve_tokens(&self, n: u64) -> Result<u64, StoreError> {
+    async fn reserve_token_range(&self, n: u64) -> Result<u64, StoreError> {
+        // The counter's update and, when it would overflow, its read happen
+        // in one write transaction.
         let action = "reserve fencing tokens";
-        let (count, limit) = sql::reserve_params(n)?;
         let mut tx = self
             .pool
             .begin_with(BEGIN_WRITE)
             .await
             .map_err(StoreError::query(action))?;
-        let next: Option<i64> = sqlx::query_scalar(sql::RESERVE_TOKENS)
-            .bind(count)
-            .bind(limit)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(StoreError::query(action))?;
-        let current = match next {
-            Some(_) => None,
-            None => sqlx::query_scalar(sql::NEXT_TOKEN)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::query(action))?,
-        };
-        let base = sql::reserved_base(n, next, current)?;
+        let base = SqlStore::<Sqlite>::reserve_tokens_on(&mut tx, n).await?;
         tx.commit().await.map_err(StoreError::query(action))?;
         Ok(base)
     }
 
-    async fn lock_coordinator(&self) -> Result<CoordinatorLock, StoreError> {
+    async fn take_coordinator_lock(&self) -> Result<CoordinatorLock, StoreError> {
         match &self.path {
             // Nothing outside this process can open an in-memory store.
             None => Ok(CoordinatorLock::nothing()),
@@ -632,10 +243,13 @@ impl Store for SqliteStore {
     }
 }
 
+impl_store!(SqliteStore);
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_core::Outcome;
+    use crate::{AttemptRecord, LeaseRecord, QueuedRun, RunRecord, Store};
+    use shoal_core::{Outcome, RunCounts};
     use std::sync::Arc;
     use std::time::Instant;
 
@@ -677,6 +291,15 @@ mod tests {
             .collect()
     }
 
+    /// A fresh store in `history.db` in a new temporary directory, which
+    /// lives as long as the returned guard, and the file's path.
+    async fn file_store() -> (tempfile::TempDir, PathBuf, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        (dir, path, store)
+    }
+
     async fn count(store: &SqliteStore, sql: &str) -> i64 {
         sqlx::query_scalar(sql)
             .fetch_one(&store.pool)
@@ -692,10 +315,7 @@ mod tests {
 
     #[tokio::test]
     async fn conformance_on_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("history.db"))
-            .await
-            .unwrap();
+        let (_dir, _, store) = file_store().await;
         crate::conformance::run_all(&store).await;
     }
 
@@ -719,9 +339,7 @@ mod tests {
 
     #[tokio::test]
     async fn locked_store_names_the_lock_file_and_holder() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("history.db");
-        let store = SqliteStore::open(&path).await.unwrap();
+        let (dir, path, store) = file_store().await;
         let held = store.lock_coordinator().await.unwrap();
         let lock_file = dir.path().join("history.db.coordinator.lock");
         assert_eq!(
@@ -749,9 +367,7 @@ mod tests {
 
     #[tokio::test]
     async fn tokens_and_queued_runs_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("history.db");
-        let store = SqliteStore::open(&path).await.unwrap();
+        let (_dir, path, store) = file_store().await;
         let base = store.reserve_tokens(100).await.unwrap();
         let run = QueuedRun {
             run_id: "r".to_owned(),
@@ -798,9 +414,7 @@ mod tests {
 
     #[tokio::test]
     async fn reopening_keeps_data_and_applies_migrations_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("history.db");
-        let store = SqliteStore::open(&path).await.unwrap();
+        let (_dir, path, store) = file_store().await;
         let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap();
         assert_eq!(store.schema_version().await.unwrap(), latest);
         store.begin_run(&run("kept", 1.0)).await.unwrap();
@@ -823,9 +437,7 @@ mod tests {
 
     #[tokio::test]
     async fn store_from_a_newer_shoal_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("history.db");
-        let store = SqliteStore::open(&path).await.unwrap();
+        let (_dir, path, store) = file_store().await;
         sqlx::query("INSERT INTO schema_migrations VALUES (9999, 'future', x'00', 0)")
             .execute(&store.pool)
             .await
@@ -847,9 +459,7 @@ mod tests {
 
     #[tokio::test]
     async fn edited_migration_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("history.db");
-        let store = SqliteStore::open(&path).await.unwrap();
+        let (_dir, path, store) = file_store().await;
         sqlx::query("UPDATE schema_migrations SET checksum = x'00' WHERE version = 1")
             .execute(&store.pool)
             .await
@@ -1024,10 +634,7 @@ mod tests {
     #[tokio::test]
     async fn ten_thousand_attempts_record_and_estimate_quickly() {
         const N: usize = 10_000;
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("history.db"))
-            .await
-            .unwrap();
+        let (_dir, _, store) = file_store().await;
         // Some history first, so estimates walk real indexes.
         for r in 0..5 {
             let run_id = format!("history-{r}");
