@@ -19,6 +19,9 @@ use std::time::Duration;
 /// Migrations embedded at build time from `migrations/sqlite/`.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// Tries at opening a file another process is opening at the same time.
+const OPEN_ATTEMPTS: u64 = 10;
+
 /// How long a writer waits for another process's write transaction before
 /// giving up. Writes are short (10,000 attempts take well under a second),
 /// so only a wedged process makes this expire.
@@ -70,14 +73,31 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .connect_with(options)
-            .await
-            .map_err(|source| StoreError::Open {
-                location: location.clone(),
-                source,
-            })?;
+        // Two processes opening a new file at once race to switch it to WAL;
+        // SQLite answers the loser SQLITE_BUSY without calling the busy
+        // handler, so the open is retried briefly.
+        let mut attempt = 0;
+        let pool = loop {
+            attempt += 1;
+            match SqlitePoolOptions::new()
+                .max_connections(MAX_CONNECTIONS)
+                .connect_with(options.clone())
+                .await
+            {
+                Ok(pool) => break pool,
+                Err(sqlx::Error::Database(e))
+                    if e.code().as_deref() == Some("5") && attempt < OPEN_ATTEMPTS =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+                }
+                Err(source) => {
+                    return Err(StoreError::Open {
+                        location: location.clone(),
+                        source,
+                    });
+                }
+            }
+        };
         Self::init(pool, location, Some(path.to_owned())).await
     }
 
