@@ -1040,6 +1040,8 @@ mod tests {
                 retries: 0,
                 max_batch: 1,
                 default_duration: Duration::from_secs(1),
+                environment: None,
+                services: Default::default(),
             },
             support_dir: PathBuf::from("/support"),
             scratch_dir: PathBuf::from("/scratch"),

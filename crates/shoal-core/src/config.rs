@@ -236,6 +236,10 @@ pub struct SuiteSection {
     pub run: Option<Spanned<Vec<String>>>,
     /// command: where the tool writes JUnit, when it cannot be told.
     pub junit: Option<Spanned<PathBuf>>,
+    /// Run the suite's tests in a container.
+    pub environment: Option<Spanned<crate::environment::EnvironmentSection>>,
+    /// Private services per slot (containers).
+    pub services: Option<crate::environment::ServicesSection>,
 }
 
 /// Fully resolved run settings.
@@ -309,6 +313,10 @@ pub struct SuiteConfig {
     pub retries: u32,
     pub max_batch: usize,
     pub default_duration: Duration,
+    /// The container the tests run in (`None`: on the worker itself).
+    pub environment: Option<crate::environment::Environment>,
+    /// Services started per slot.
+    pub services: crate::environment::Services,
 }
 
 /// The resolved configuration of a project.
@@ -429,6 +437,8 @@ impl Config {
                 retries: run.retries,
                 max_batch: run.max_batch,
                 default_duration: run.default_duration,
+                environment: None,
+                services: Default::default(),
             })
             .collect();
         Config {
@@ -670,6 +680,22 @@ fn resolve_suite(
         Some(r) => project_root.join(r),
         None => project_root.to_owned(),
     };
+    let invalid = |(message, label, span, help): crate::environment::Invalid| {
+        ctx.err(span, message, label, help)
+    };
+    let environment = s
+        .environment
+        .as_ref()
+        .map(|e| crate::environment::resolve_environment(name, e, project_root))
+        .transpose()
+        .map_err(invalid)?;
+    let services = s
+        .services
+        .as_ref()
+        .map(|sv| crate::environment::resolve_services(name, sv, project_root))
+        .transpose()
+        .map_err(invalid)?
+        .unwrap_or_default();
     Ok(SuiteConfig {
         name: name.to_owned(),
         adapter: adapter_cfg,
@@ -679,6 +705,8 @@ fn resolve_suite(
         retries: s.retries.unwrap_or(run.retries),
         max_batch,
         default_duration: s.default_duration.map_or(run.default_duration, |d| d.0),
+        environment,
+        services,
     })
 }
 

@@ -3,6 +3,7 @@
 //! schema. No I/O happens here.
 
 pub mod config;
+pub mod environment;
 pub mod event;
 pub mod model;
 

@@ -114,6 +114,8 @@ pub enum EngineError {
     },
     #[error("the run could not go on: {0}")]
     Slots(String),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Discovers the selected suites' tests (concurrently) and applies the selection.
@@ -277,6 +279,19 @@ pub async fn run(
     let cache = req
         .discovery_cache
         .then(|| DiscoveryCache::new(&req.state_dir));
+    for suite in req
+        .config
+        .suites
+        .iter()
+        .filter(|s| req.selection.wants_suite(&s.name))
+    {
+        if suite.environment.is_some() || !suite.services.is_empty() {
+            return Err(EngineError::Unsupported(format!(
+                "suite `{}` sets `environment` or `services`: running tests in containers is not available in this build yet (issue 5)",
+                suite.name
+            )));
+        }
+    }
     let discovered = discover(&req.config, &req.selection, &support_dir, cache.as_ref()).await?;
     let total_selected: usize = discovered.iter().map(|d| d.selected.len()).sum();
     if total_selected == 0 {

@@ -268,7 +268,9 @@ fn load(root: &Path) -> Result<shoal_core::config::Config, ShoalExitCode> {
 
 fn engine_exit(e: &EngineError) -> ShoalExitCode {
     match e {
-        EngineError::UnknownSuite(..) | EngineError::NoTests => ShoalExitCode::Usage,
+        EngineError::UnknownSuite(..) | EngineError::NoTests | EngineError::Unsupported(_) => {
+            ShoalExitCode::Usage
+        }
         _ => ShoalExitCode::Infrastructure,
     }
 }

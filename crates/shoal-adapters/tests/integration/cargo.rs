@@ -45,6 +45,8 @@ fn suite(root: PathBuf) -> SuiteConfig {
         retries: 0,
         max_batch: 1,
         default_duration: Duration::from_secs(1),
+        environment: None,
+        services: Default::default(),
     }
 }
 

@@ -41,6 +41,8 @@ fn suite(root: &Path, list: CommandLine, run: Vec<String>, junit: Option<PathBuf
         retries: 0,
         max_batch: 100,
         default_duration: Duration::from_secs(1),
+        environment: None,
+        services: Default::default(),
     }
 }
 

@@ -78,6 +78,8 @@ fn suite(root: &Path, env: BTreeMap<String, String>) -> SuiteConfig {
         retries: 0,
         max_batch: 100,
         default_duration: Duration::from_secs(1),
+        environment: None,
+        services: Default::default(),
     }
 }
 
