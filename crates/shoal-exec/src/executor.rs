@@ -67,7 +67,8 @@ pub trait RunningProcess: Send {
 pub struct Terminator(Arc<dyn Terminate>);
 
 impl Terminator {
-    pub(crate) fn new(target: Arc<dyn Terminate>) -> Self {
+    /// A terminator stopping `target`; for executors in other crates.
+    pub fn new(target: Arc<dyn Terminate>) -> Self {
         Terminator(target)
     }
 
@@ -84,8 +85,12 @@ impl Terminator {
     }
 }
 
-/// What each executor implements behind a [`Terminator`].
-pub(crate) trait Terminate: Send + Sync + std::fmt::Debug {
+/// What each executor implements behind a [`Terminator`], with the
+/// semantics documented there (idempotent, marks the exit `terminated`, does
+/// nothing once the process has been reaped).
+pub trait Terminate: Send + Sync + std::fmt::Debug {
+    /// Asks the process group to stop now and kills it after `grace`.
     fn terminate(self: Arc<Self>, grace: Duration);
+    /// Kills the process group now.
     fn kill(self: Arc<Self>);
 }

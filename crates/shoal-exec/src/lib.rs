@@ -4,7 +4,9 @@
 //!
 //! [`ProcessSpec`] says what to run; an [`Executor`] starts it and hands back
 //! a [`RunningProcess`]. The [`ProcessExecutor`] (local processes, Linux) is
-//! the only adapter today; a docker executor will implement the same traits.
+//! one adapter; the docker executor (crate `shoal-docker`) implements the same
+//! traits, reusing [`OutputBuffer`] and [`ProgressLines`] so that output caps
+//! and progress lines behave alike.
 
 mod error;
 mod executor;
@@ -14,6 +16,8 @@ mod progress;
 mod spec;
 
 pub use error::ExecError;
-pub use executor::{Executor, RunningProcess, Terminator};
+pub use executor::{Executor, RunningProcess, Terminate, Terminator};
+pub use output::OutputBuffer;
 pub use process_executor::ProcessExecutor;
+pub use progress::ProgressLines;
 pub use spec::*;

@@ -94,8 +94,11 @@ async fn read_chunk<R: AsyncRead + Unpin>(stream: &mut Option<R>, chunk: &mut [u
 
 /// Keeps the first `cap / 2` bytes and the last `cap - cap / 2` bytes pushed
 /// into it, counting the bytes dropped in between. Memory stays within `cap`.
+///
+/// Public for executors in other crates (the docker executor feeds it from
+/// the engine's output stream), so that every executor caps output alike.
 #[derive(Debug)]
-pub(crate) struct OutputBuffer {
+pub struct OutputBuffer {
     head: Vec<u8>,
     head_cap: usize,
     tail: VecDeque<u8>,
@@ -104,7 +107,8 @@ pub(crate) struct OutputBuffer {
 }
 
 impl OutputBuffer {
-    pub(crate) fn new(cap: u64) -> Self {
+    /// An empty buffer keeping at most `cap` bytes.
+    pub fn new(cap: u64) -> Self {
         let cap = usize::try_from(cap).unwrap_or(usize::MAX);
         let head_cap = cap / 2;
         OutputBuffer {
@@ -116,7 +120,8 @@ impl OutputBuffer {
         }
     }
 
-    pub(crate) fn push(&mut self, bytes: &[u8]) {
+    /// Appends output as it arrives, dropping what falls between head and tail.
+    pub fn push(&mut self, bytes: &[u8]) {
         let to_head = bytes.len().min(self.head_cap - self.head.len());
         let (head_part, rest) = bytes.split_at(to_head);
         self.head.extend_from_slice(head_part);
@@ -129,7 +134,8 @@ impl OutputBuffer {
         self.dropped += (bytes.len() - to_head - rest.len() + overflow) as u64;
     }
 
-    pub(crate) fn finish(self) -> CapturedOutput {
+    /// The kept text (lossily decoded), with a marker where bytes were dropped.
+    pub fn finish(self) -> CapturedOutput {
         let mut text = String::from_utf8_lossy(&self.head).into_owned();
         if self.dropped > 0 {
             text.push_str(&format!(

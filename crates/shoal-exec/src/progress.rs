@@ -6,8 +6,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 /// Longest progress line kept; the rest of a longer line is dropped.
 pub(crate) const MAX_LINE: usize = 1 << 20;
 
+/// Reads progress lines from a pipe; public for executors in other crates.
 #[derive(Debug)]
-pub(crate) struct ProgressLines<R> {
+pub struct ProgressLines<R> {
     reader: BufReader<R>,
     /// The line read so far; kept here so that `next_line` is cancel safe.
     line: Vec<u8>,
@@ -15,7 +16,8 @@ pub(crate) struct ProgressLines<R> {
 }
 
 impl<R: AsyncRead + Unpin> ProgressLines<R> {
-    pub(crate) fn new(reader: R) -> Self {
+    /// Reads lines from `reader`.
+    pub fn new(reader: R) -> Self {
         ProgressLines {
             reader: BufReader::new(reader),
             line: Vec::new(),
@@ -25,7 +27,7 @@ impl<R: AsyncRead + Unpin> ProgressLines<R> {
 
     /// The next line without its newline (the last line may lack one), or
     /// `None` at end of input. Cancel safe.
-    pub(crate) async fn next_line(&mut self) -> Option<String> {
+    pub async fn next_line(&mut self) -> Option<String> {
         while !self.eof {
             let available = match self.reader.fill_buf().await {
                 Ok(bytes) => bytes,

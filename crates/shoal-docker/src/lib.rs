@@ -1,0 +1,38 @@
+//! Docker for shoal: a long-lived container per slot ([`SlotContainer`]),
+//! the [`DockerExecutor`] running processes in it through the exec API with
+//! the same contract as the local process executor, per-slot networks, and
+//! the [`reap`]er that removes what crashed runs left behind.
+//!
+//! Everything shoal creates carries the [`labels`] `org.shoal.managed=1`,
+//! the run, slot and worker, and the owner process. The engine is reached
+//! with [`connect`], which negotiates the API version, so any engine from
+//! API 1.24 on works.
+
+mod docker_executor;
+mod error;
+mod events;
+pub mod labels;
+mod network;
+mod path_map;
+mod reaper;
+mod slot_container;
+
+pub use bollard::Docker;
+pub use docker_executor::{DockerExecutor, WRAPPER};
+pub use error::DockerError;
+pub(crate) use error::is_not_found;
+pub use network::{create_network, remove_network};
+pub use path_map::PathMap;
+pub use reaper::{ReapFilter, Reaped, reap};
+pub use slot_container::{BindMount, ContainerOpts, ContainerState, SCRATCH_MOUNT, SlotContainer};
+
+/// Connects to the local engine (`DOCKER_HOST`, or the default socket) and
+/// agrees on the newest API version both sides speak.
+pub async fn connect() -> Result<Docker, DockerError> {
+    let docker =
+        Docker::connect_with_local_defaults().map_err(|error| DockerError::Connect { error })?;
+    docker
+        .negotiate_version()
+        .await
+        .map_err(|error| DockerError::Connect { error })
+}
