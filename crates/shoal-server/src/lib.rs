@@ -72,6 +72,8 @@ pub enum ServerError {
 #[derive(Debug)]
 struct Worker {
     index: u32,
+    /// Slots it announced (0 until it registers after a restart).
+    slots: u32,
     name: String,
 }
 
@@ -96,7 +98,69 @@ struct Shared {
     work: Notify,
     /// Ends event streams when the coordinator stops.
     shutdown: CancellationToken,
+    /// The one writer: attempts of concurrent reports share a transaction.
+    writer: tokio::sync::mpsc::UnboundedSender<Write>,
     _lock: CoordinatorLock,
+}
+
+/// What the writer task writes, in arrival order.
+#[derive(Debug)]
+enum Write {
+    Attempts(
+        Vec<shoal_store::AttemptRecord>,
+        tokio::sync::oneshot::Sender<bool>,
+    ),
+    SaveLease(shoal_store::LeaseRecord),
+    DropLease(String, u64),
+}
+
+/// Writes what reports and leases produce. Attempts waiting together go in
+/// one transaction (group commit): under many concurrent reports the store
+/// pays one commit for all of them instead of one each, and the lease
+/// writes, which nothing waits for, never delay an acknowledgement.
+async fn writer_loop(store: Arc<dyn Store>, mut rx: tokio::sync::mpsc::UnboundedReceiver<Write>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+            if batch.len() >= 4096 {
+                break;
+            }
+        }
+        let mut attempts = Vec::new();
+        let mut acks = Vec::new();
+        let mut leases = Vec::new();
+        for w in batch {
+            match w {
+                Write::Attempts(mut records, ack) => {
+                    attempts.append(&mut records);
+                    acks.push(ack);
+                }
+                other => leases.push(other),
+            }
+        }
+        let ok = attempts.is_empty()
+            || match store.record_attempts(&attempts).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!("failed to record {} attempts: {e}", attempts.len());
+                    false
+                }
+            };
+        for ack in acks {
+            let _ = ack.send(ok);
+        }
+        for w in leases {
+            let res = match &w {
+                Write::SaveLease(record) => store.save_lease(record).await,
+                Write::DropLease(run, id) => store.drop_lease(run, *id).await,
+                Write::Attempts(..) => Ok(()),
+            };
+            if let Err(e) = res {
+                tracing::warn!("failed to record a lease change: {e}");
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -126,6 +190,11 @@ pub async fn serve(
         inner: Mutex::new(Inner::default()),
         work: Notify::new(),
         shutdown: shutdown.clone(),
+        writer: {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(writer_loop(opts.store.clone(), rx));
+            tx
+        },
         _lock: lock,
     });
     resume_runs(&shared).await?;
@@ -194,6 +263,7 @@ async fn resume_runs(shared: &Arc<Shared>) -> Result<(), ServerError> {
                     .entry(l.worker_id.clone())
                     .or_insert_with(|| Worker {
                         index: next,
+                        slots: 0,
                         name: format!("worker {}", l.worker_id.get(..8).unwrap_or(&l.worker_id)),
                     });
                 let got = (w.index, w.name.clone());
@@ -267,7 +337,7 @@ async fn expiry_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
             persist(&shared, &run, records).await;
         }
         for (run, token) in dropped {
-            let _ = shared.store.drop_lease(&run, token).await;
+            let _ = shared.writer.send(Write::DropLease(run, token));
         }
     }
 }
@@ -297,13 +367,12 @@ async fn persist_now(
     records: Vec<shoal_store::AttemptRecord>,
 ) -> bool {
     let written = records.is_empty() || {
-        match shared.store.record_attempts(&records).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(run = %run_id, "failed to record {} attempts: {e}", records.len());
-                false
-            }
-        }
+        let (ack, done) = tokio::sync::oneshot::channel();
+        shared
+            .writer
+            .send(Write::Attempts(records.clone(), ack))
+            .is_ok()
+            && done.await.unwrap_or(false)
     };
     let fin = {
         let mut inner = shared.lock();
@@ -362,9 +431,11 @@ impl Coordinator for Service {
             return Err(Status::invalid_argument("worker_id is empty"));
         }
         let mut inner = self.shared.lock();
-        if let Some(w) = inner.workers.get_mut(&req.worker_id) {
+        let index = if let Some(w) = inner.workers.get_mut(&req.worker_id) {
             // Known from a lease taken over after a restart: now named.
             w.name.clone_from(&req.name);
+            w.slots = req.slots;
+            w.index
         } else {
             let index = inner.next_worker;
             inner.next_worker += 1;
@@ -373,9 +444,19 @@ impl Coordinator for Service {
                 req.worker_id.clone(),
                 Worker {
                     index,
+                    slots: req.slots,
                     name: req.name.clone(),
                 },
             );
+            index
+        };
+        // Open runs size their batches by every slot that can take work, not
+        // only by the slots that already asked (else the first lease of a
+        // run would take half of it).
+        for run in inner.runs.values_mut() {
+            for slot in 0..req.slots {
+                run.sched.add_slot(SlotId::new(index, slot));
+            }
         }
         let timeout = self.shared.lease_timeout;
         Ok(Response::new(RegisterReply {
@@ -395,10 +476,9 @@ impl Coordinator for Service {
             tokio::pin!(notified);
             notified.as_mut().enable();
             if let Some((batch, record)) = self.try_lease(&req)? {
-                // Stored so a restarted coordinator can take it over.
-                if let Err(e) = self.shared.store.save_lease(&record).await {
-                    tracing::warn!("failed to record a lease: {e}");
-                }
+                // Stored (in the background) so a restarted coordinator can
+                // take it over; one not stored yet is requeued instead.
+                let _ = self.shared.writer.send(Write::SaveLease(record));
                 return Ok(Response::new(LeaseReply { batch: Some(batch) }));
             }
             tokio::select! {
@@ -467,7 +547,10 @@ impl Coordinator for Service {
             ));
         }
         if done {
-            let _ = self.shared.store.drop_lease(&req.run_id, req.token).await;
+            let _ = self
+                .shared
+                .writer
+                .send(Write::DropLease(req.run_id.clone(), req.token));
         }
         Ok(Response::new(ReportReply { stale: false }))
     }
@@ -695,12 +778,25 @@ impl Coordinator for Service {
             .map(|p| p.estimate.as_secs_f64())
             .sum::<f64>()
             * spec.repeat as f64;
+        // Every registered slot may take this run's work: batches are sized
+        // for all of them from the first lease on.
+        let slots: Vec<SlotId> = {
+            let inner = self.shared.lock();
+            inner
+                .workers
+                .values()
+                .flat_map(|w| (0..w.slots).map(move |i| SlotId::new(w.index, i)))
+                .collect()
+        };
+        for &slot in &slots {
+            run.sched.add_slot(slot);
+        }
         run.emit(&shoal_core::Event::RunStarted(
             shoal_core::event::RunStarted {
                 run_id: run_id.clone(),
                 commit: spec.commit.clone(),
                 dirty: spec.dirty,
-                slots: 0,
+                slots: slots.len(),
                 worker: "coordinator".into(),
                 planned: run.sched.planned(),
                 repeat: spec.repeat,
