@@ -213,7 +213,7 @@ impl DockerProcess {
             container_dir,
             if spec.progress_pipe { "1" } else { "0" }.to_owned(),
         ];
-        cmd.extend(spec.argv.iter().cloned());
+        cmd.extend(spec.argv.iter().map(|a| executor.paths.map_arg(a)));
         let options = CreateExecOptions {
             attach_stdin: Some(spec.stdin_pipe),
             attach_stdout: Some(true),

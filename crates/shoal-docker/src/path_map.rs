@@ -77,6 +77,25 @@ impl PathMap {
             .collect()
     }
 
+    /// An argv element with host paths rewritten: a whole absolute path
+    /// (`/ws/.shoal/x/junit.xml`) or the value of `--flag=/path`. Anything
+    /// else (test ids, relative paths) is kept as it is.
+    pub fn map_arg(&self, arg: &str) -> String {
+        if arg.starts_with('/') {
+            return self
+                .try_map(Path::new(arg))
+                .unwrap_or_else(|| arg.to_owned());
+        }
+        if let Some((flag, value)) = arg.split_once('=') {
+            if flag.starts_with('-') && value.starts_with('/') {
+                if let Some(mapped) = self.try_map(Path::new(value)) {
+                    return format!("{flag}={mapped}");
+                }
+            }
+        }
+        arg.to_owned()
+    }
+
     fn map_value(&self, value: &str) -> String {
         value
             .split(':')
@@ -94,6 +113,25 @@ impl PathMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arguments_with_host_paths_are_mapped() {
+        let m = map();
+        assert_eq!(
+            m.map_arg("/home/me/proj/.shoal/support/x.xml"),
+            "/support/x.xml"
+        );
+        assert_eq!(
+            m.map_arg("--junitxml=/home/me/proj/out.xml"),
+            "--junitxml=/workspace/out.xml"
+        );
+        assert_eq!(
+            m.map_arg("tests/test_a.py::test_x[/home/me]"),
+            "tests/test_a.py::test_x[/home/me]"
+        );
+        assert_eq!(m.map_arg("/etc/passwd"), "/etc/passwd");
+        assert_eq!(m.map_arg("-q"), "-q");
+    }
 
     fn map() -> PathMap {
         PathMap::new("/home/me/proj", "/workspace").with("/home/me/proj/.shoal/support", "/support")

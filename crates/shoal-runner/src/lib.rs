@@ -10,6 +10,7 @@
 //! - `store_writer`: batches attempts into store transactions
 //! - [`discovery_cache`]: skips discovery when its inputs are unchanged
 
+mod containers;
 mod coordinator;
 pub mod discovery_cache;
 pub mod git;
@@ -116,6 +117,8 @@ pub enum EngineError {
     Slots(String),
     #[error("{0}")]
     Unsupported(String),
+    #[error("the container environment could not start: {0}")]
+    Containers(String),
 }
 
 /// Discovers the selected suites' tests (concurrently) and applies the selection.
@@ -285,11 +288,19 @@ pub async fn run(
         .iter()
         .filter(|s| req.selection.wants_suite(&s.name))
     {
-        if suite.environment.is_some() || !suite.services.is_empty() {
+        if !suite.services.is_empty() {
             return Err(EngineError::Unsupported(format!(
-                "suite `{}` sets `environment` or `services`: running tests in containers is not available in this build yet (issue 5)",
+                "suite `{}` sets `services`: per-slot services are not available in this build yet (issue 5)",
                 suite.name
             )));
+        }
+        if let Some(env) = &suite.environment {
+            if let shoal_core::environment::ImageSource::Dockerfile { .. } = env.image {
+                return Err(EngineError::Unsupported(format!(
+                    "suite `{}` sets `environment.dockerfile`: building images is not available in this build yet; give `environment.image`",
+                    suite.name
+                )));
+            }
         }
     }
     let discovered = discover(&req.config, &req.selection, &support_dir, cache.as_ref()).await?;
@@ -412,6 +423,15 @@ pub async fn run(
             .collect(),
     );
     let executor: Arc<dyn Executor> = Arc::new(ProcessExecutor);
+    let containers = containers::SlotContainers::start(
+        &discovered,
+        &slot_ids,
+        &run_id,
+        &req.worker,
+        &root,
+        &run_dir,
+    )
+    .await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let mut slot_tasks = Vec::new();
     for slot in &slot_ids {
@@ -424,6 +444,7 @@ pub async fn run(
             project_root: root.clone(),
             suites: suites.clone(),
             executor: executor.clone(),
+            executors: containers.executors(slot.index),
             tx: tx.clone(),
             cancel: cancel.clone(),
             kill_grace: req.config.run.kill_grace,
@@ -457,6 +478,7 @@ pub async fn run(
     for t in slot_tasks {
         let _ = t.await;
     }
+    containers.remove().await;
     warnings.extend(coord.store.finish().await);
     warnings.extend(std::mem::take(&mut coord.emit_errors));
     let CoordOutcome {

@@ -37,6 +37,9 @@ pub struct SlotCtx {
     pub project_root: PathBuf,
     pub suites: Arc<HashMap<String, SuiteRuntime>>,
     pub executor: Arc<dyn Executor>,
+    /// Per suite, the executor of its container on this slot (suites with
+    /// an `environment`); other suites use `executor`.
+    pub executors: HashMap<String, Arc<dyn Executor>>,
     pub tx: mpsc::UnboundedSender<ToCoord>,
     pub cancel: CancellationToken,
     pub kill_grace: Duration,
@@ -55,6 +58,11 @@ impl SlotCtx {
             ("TMP".to_owned(), tmp.clone()),
             ("TEMP".to_owned(), tmp),
         ])
+    }
+
+    /// The executor for a suite's processes on this slot.
+    fn executor_for(&self, suite: &str) -> &Arc<dyn Executor> {
+        self.executors.get(suite).unwrap_or(&self.executor)
     }
 
     /// Creates the slot's directories and runs `slot_setup`.
@@ -495,7 +503,12 @@ impl LeaseRunner<'_> {
         let timeout = self.suite.config.timeout;
         let cancel = &self.slot.cancel;
         let inv_start = now_epoch();
-        let mut proc = match self.slot.executor.spawn(&inv.spec).await {
+        let mut proc = match self
+            .slot
+            .executor_for(&self.suite.config.name)
+            .spawn(&inv.spec)
+            .await
+        {
             Ok(p) => p,
             Err(e) => {
                 for case in &inv.tests {
@@ -606,7 +619,7 @@ impl LeaseRunner<'_> {
         if matches!(state, Persistent::Idle) {
             let proc = self
                 .slot
-                .executor
+                .executor_for(&self.suite.config.name)
                 .spawn(&inv.spec)
                 .await
                 .map_err(|e| e.to_string())?;

@@ -59,6 +59,9 @@ impl SlotEnv {
             project_root: run.project_root.clone(),
             suites: run.suites.clone(),
             executor: self.executor.clone(),
+            // Container suites are refused by the client for remote runs
+            // until workers start containers of their own (issue 5).
+            executors: Default::default(),
             tx,
             cancel,
             kill_grace: run.config.run.kill_grace,

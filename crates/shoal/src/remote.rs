@@ -63,6 +63,14 @@ pub async fn run(
     cancel: Cancel,
 ) -> anyhow::Result<RunReport> {
     let root = req.config.project_root.clone();
+    for suite in &req.config.suites {
+        if suite.environment.is_some() || !suite.services.is_empty() {
+            anyhow::bail!(
+                "suite `{}` runs in containers (`environment`/`services`): remote workers cannot start containers yet; run it locally",
+                suite.name
+            );
+        }
+    }
     let discovered = shoal_runner::list(&req.config, &req.selection, &req.support_dir).await?;
     let mut tests = Vec::new();
     for d in &discovered {

@@ -6,6 +6,7 @@ mod cargo;
 mod chaos;
 mod command;
 mod config_errors;
+mod containers;
 mod discovery_cache;
 mod distributed;
 mod events;

@@ -1,0 +1,154 @@
+//! Suites with an `environment`: every test runs in a container of a local
+//! image (`scripts/test-images.sh`; no registry is reachable here), one
+//! container per slot, removed after the run; leftovers of a run killed
+//! with SIGKILL are reaped by the next run.
+
+use crate::events::Events;
+use crate::support::{Project, Running};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const IMAGE: &str = "shoal-test/python:1";
+
+/// Whether the Docker engine and the test image are here; fails under CI
+/// (where `scripts/test` builds the image), explains a skip otherwise.
+fn docker_ready() -> bool {
+    let engine = Command::new("docker").arg("info").output();
+    let image = Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .output();
+    let problem = match (&engine, &image) {
+        (Ok(e), _) if !e.status.success() => Some("the Docker engine is not reachable".to_owned()),
+        (Err(e), _) => Some(format!("no docker client: {e}")),
+        (_, Ok(i)) if !i.status.success() => Some(format!(
+            "image {IMAGE} is missing (run scripts/test-images.sh)"
+        )),
+        (_, Err(e)) => Some(format!("cannot inspect {IMAGE}: {e}")),
+        _ => None,
+    };
+    match problem {
+        None => true,
+        Some(p) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI must provide Docker and the test images: {p}")
+        }
+        Some(p) => {
+            eprintln!("SKIPPED: {p}");
+            false
+        }
+    }
+}
+
+/// Containers labeled with run `run_id` (running or not).
+fn containers_of(run_id: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=org.shoal.run={run_id}"))
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn tests_run_in_one_container_per_slot_and_nothing_is_left() {
+    if !docker_ready() {
+        return;
+    }
+    let project = Project::copy_of("container-project");
+    let json = project.out("events.jsonl");
+    let out = project.shoal(["run", "-j", "2", "--json"]).arg(&json).run();
+    out.assert_code(1);
+    let events = Events::read(&json);
+    let mut finals: Vec<(String, String)> = events
+        .finals()
+        .into_iter()
+        .map(|a| (a.test, a.final_status.unwrap_or_default()))
+        .collect();
+    finals.sort();
+    let want = [
+        (
+            "tests/test_in_container.py::test_environment_reaches_the_test",
+            "passed",
+        ),
+        (
+            "tests/test_in_container.py::test_fails_on_purpose",
+            "failed",
+        ),
+        (
+            "tests/test_in_container.py::test_project_is_mounted_at_the_workdir",
+            "passed",
+        ),
+        (
+            "tests/test_in_container.py::test_runs_in_a_container",
+            "passed",
+        ),
+        ("tests/test_in_container.py::test_sleeps", "passed"),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(t, s)| (t.to_string(), s.to_string()))
+        .collect();
+    assert_eq!(finals, want, "{}", out.dump());
+    let run_id = events.run_finished()["run_id"]
+        .as_str()
+        .expect("run id")
+        .to_owned();
+    assert!(
+        containers_of(&run_id).is_empty(),
+        "the run's containers are removed"
+    );
+}
+
+#[test]
+fn a_run_killed_with_sigkill_leaves_containers_the_next_run_reaps() {
+    if !docker_ready() {
+        return;
+    }
+    let project = Project::copy_of("container-project");
+    let config = std::fs::read_to_string(project.root().join("shoal.toml")).expect("config");
+    project.write(
+        "shoal.toml",
+        &config.replace(
+            "FIXTURE_IN_CONTAINER = \"yes\"",
+            "FIXTURE_IN_CONTAINER = \"yes\", FIXTURE_SLEEP = \"60\"",
+        ),
+    );
+    let json = project.out("killed.jsonl");
+    let mut run: Running = project
+        .shoal(["run", "-j", "2", "--json"])
+        .arg(&json)
+        .spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run_id = loop {
+        let text = std::fs::read_to_string(&json).unwrap_or_default();
+        let started = text.lines().find(|l| l.contains("\"run_started\""));
+        if let (Some(line), true) = (started, text.contains("attempt_started")) {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            break v["run_id"].as_str().expect("run id").to_owned();
+        }
+        assert!(Instant::now() < deadline, "the run did not start a test");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.pid()),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = run.wait_for(Duration::from_secs(10));
+    assert_eq!(
+        containers_of(&run_id).len(),
+        2,
+        "killed with SIGKILL, it removed nothing"
+    );
+
+    project.write("shoal.toml", &config);
+    project
+        .shoal(["run", "-j", "2", "runs_in_a_container"])
+        .run()
+        .assert_code(0);
+    assert!(
+        containers_of(&run_id).is_empty(),
+        "the next run reaped the dead run's containers"
+    );
+}
