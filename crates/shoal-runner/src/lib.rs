@@ -295,6 +295,12 @@ pub async fn run(
             )));
         }
         if let Some(env) = &suite.environment {
+            if env.isolation == shoal_core::environment::Isolation::Batch {
+                return Err(EngineError::Unsupported(format!(
+                    "suite `{}` sets `isolation = \"batch\"`: a container per batch is not available in this build yet; use the default (one per slot)",
+                    suite.name
+                )));
+            }
             if let shoal_core::environment::ImageSource::Dockerfile { .. } = env.image {
                 return Err(EngineError::Unsupported(format!(
                     "suite `{}` sets `environment.dockerfile`: building images is not available in this build yet; give `environment.image`",
