@@ -347,12 +347,6 @@ impl RunningProcess for DockerProcess {
     }
 
     async fn send_line(&mut self, line: &str) -> io::Result<()> {
-        if line.contains('\n') {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a stdin line cannot contain a newline",
-            ));
-        }
         let stdin = self.stdin.as_mut().ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotConnected, "the process has no stdin pipe")
         })?;
@@ -362,11 +356,7 @@ impl RunningProcess for DockerProcess {
                 "the process has exited",
             ));
         }
-        let mut bytes = Vec::with_capacity(line.len() + 1);
-        bytes.extend_from_slice(line.as_bytes());
-        bytes.push(b'\n');
-        stdin.write_all(&bytes).await?;
-        stdin.flush().await
+        shoal_exec::write_line(stdin, line).await
     }
 
     fn close_stdin(&mut self) {

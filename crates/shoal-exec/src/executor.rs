@@ -4,6 +4,27 @@ use crate::{ExecError, ProcessExit, ProcessSpec};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Writes `line` and a newline to a runner's stdin and flushes: the one
+/// implementation of [`RunningProcess::send_line`] for every executor. A
+/// line holding a newline is refused (it would read as two requests).
+pub async fn write_line<W>(stdin: &mut W, line: &str) -> std::io::Result<()>
+where
+    W: tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    use tokio::io::AsyncWriteExt;
+    if line.contains('\n') {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a stdin line cannot contain a newline",
+        ));
+    }
+    let mut bytes = Vec::with_capacity(line.len() + 1);
+    bytes.extend_from_slice(line.as_bytes());
+    bytes.push(b'\n');
+    stdin.write_all(&bytes).await?;
+    stdin.flush().await
+}
+
 /// Starts processes somewhere (this machine, a container, ...).
 #[async_trait::async_trait]
 pub trait Executor: Send + Sync + std::fmt::Debug {

@@ -16,7 +16,7 @@ mod progress;
 mod spec;
 
 pub use error::ExecError;
-pub use executor::{Executor, RunningProcess, Terminate, Terminator};
+pub use executor::{Executor, RunningProcess, Terminate, Terminator, write_line};
 pub use output::OutputBuffer;
 pub use process_executor::ProcessExecutor;
 pub use progress::ProgressLines;

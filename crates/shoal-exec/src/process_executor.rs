@@ -29,7 +29,6 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
@@ -199,20 +198,10 @@ impl RunningProcess for LocalProcess {
     }
 
     async fn send_line(&mut self, line: &str) -> io::Result<()> {
-        if line.contains('\n') {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a stdin line cannot contain a newline",
-            ));
-        }
         let stdin = self.stdin.as_mut().ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotConnected, "the child has no stdin pipe")
         })?;
-        let mut bytes = Vec::with_capacity(line.len() + 1);
-        bytes.extend_from_slice(line.as_bytes());
-        bytes.push(b'\n');
-        stdin.write_all(&bytes).await?;
-        stdin.flush().await
+        crate::write_line(stdin, line).await
     }
 
     fn close_stdin(&mut self) {

@@ -294,6 +294,30 @@ fn micros_since(t: Instant) -> u32 {
     t.elapsed().as_micros().min(u32::MAX as u128) as u32
 }
 
+/// Registers `args.workers` simulated workers, `args.per_channel` to a
+/// channel; returns each one's client and worker id.
+async fn register_fleet(
+    clients: &[Client],
+    args: &Args,
+) -> Result<Vec<(Client, String)>, BoxError> {
+    let mut fleet = Vec::with_capacity(args.workers as usize);
+    for w in 0..args.workers {
+        let mut client = clients[(w / args.per_channel) as usize].clone();
+        let worker_id = uuid::Uuid::now_v7().to_string();
+        client
+            .register(RegisterRequest {
+                protocol_version: shoal_proto::PROTOCOL_VERSION,
+                worker_id: worker_id.clone(),
+                name: format!("sim-{w}"),
+                slots: args.slots,
+                labels: Default::default(),
+            })
+            .await?;
+        fleet.push((client, worker_id));
+    }
+    Ok(fleet)
+}
+
 /// One slot: lease, report every test passed, repeat until `stop`.
 async fn slot_loop(
     mut client: Client,
@@ -496,18 +520,7 @@ async fn one_run(
     let submitted = Arc::new(Mutex::new(None));
     let stop = CancellationToken::new();
     let mut slots = tokio::task::JoinSet::new();
-    for w in 0..args.workers {
-        let mut client = clients[(w / args.per_channel) as usize].clone();
-        let worker_id = uuid::Uuid::now_v7().to_string();
-        client
-            .register(RegisterRequest {
-                protocol_version: shoal_proto::PROTOCOL_VERSION,
-                worker_id: worker_id.clone(),
-                name: format!("sim-{w}"),
-                slots: args.slots,
-                labels: Default::default(),
-            })
-            .await?;
+    for (client, worker_id) in register_fleet(&clients, args).await? {
         for s in 0..args.slots {
             slots.spawn(slot_loop(
                 client.clone(),
@@ -631,18 +644,7 @@ async fn rpc_baseline(
         clients.push(CoordinatorClient::with_interceptor(channel, auth.clone()));
     }
     let mut tasks = Vec::new();
-    for w in 0..args.workers {
-        let mut client = clients[(w / args.per_channel) as usize].clone();
-        let worker_id = uuid::Uuid::now_v7().to_string();
-        client
-            .register(RegisterRequest {
-                protocol_version: shoal_proto::PROTOCOL_VERSION,
-                worker_id: worker_id.clone(),
-                name: format!("sim-{w}"),
-                slots: args.slots,
-                labels: Default::default(),
-            })
-            .await?;
+    for (client, worker_id) in register_fleet(&clients, args).await? {
         for _ in 0..args.slots {
             tasks.push((client.clone(), worker_id.clone()));
         }
