@@ -82,6 +82,14 @@ pub struct ServiceSection {
     pub command: Option<Vec<String>>,
     pub ready: Option<Spanned<ReadySection>>,
     pub memory: Option<ByteSize>,
+    /// Container ports published on this host's loopback (random host
+    /// ports), for tests and hooks that run outside containers.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// `"host:container"` or `"host:container:ro"`; host paths are relative
+    /// to the project root.
+    #[serde(default)]
+    pub volumes: Vec<Spanned<String>>,
 }
 
 /// `ready = { ... }` as written: exactly one of `tcp`, `http`, `log`,
@@ -148,16 +156,46 @@ pub enum Readiness {
     Command(Vec<String>),
 }
 
+/// A host directory mounted into a service's container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    /// Absolute host path.
+    pub host: PathBuf,
+    /// Absolute path in the container.
+    pub container: String,
+    pub read_only: bool,
+}
+
 /// One per-slot service, resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Service {
     pub name: String,
-    pub image: String,
+    /// `None`: a service of the suite's compose file, for which this table
+    /// only adds a readiness check.
+    pub image: Option<String>,
     pub env: BTreeMap<String, String>,
     pub command: Option<Vec<String>>,
     pub ready: Option<Readiness>,
     pub ready_timeout: Duration,
     pub memory: Option<u64>,
+    /// Container ports published on this host's loopback; readiness ports
+    /// are published too.
+    pub ports: Vec<u16>,
+    pub volumes: Vec<Volume>,
+}
+
+impl Service {
+    /// Every container port to publish: `ports` and the readiness port.
+    pub fn published_ports(&self) -> Vec<u16> {
+        let mut ports = self.ports.clone();
+        match self.ready {
+            Some(Readiness::Tcp(p)) | Some(Readiness::Http { port: p, .. }) => ports.push(p),
+            _ => {}
+        }
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
 }
 
 /// A suite's per-slot services, resolved.
@@ -305,14 +343,32 @@ pub(crate) fn resolve_services(
             ));
         }
         let svc = spanned.get_ref();
-        let Some(image) = &svc.image else {
+        if svc.image.is_none() && s.compose.is_none() {
             return Err(invalid(
                 format!("suite `{suite}`: service `{name}` has no `image`"),
                 "this service",
                 Some(spanned.span()),
-                Some("e.g. `image = \"postgres:16\"`"),
+                Some(
+                    "e.g. `image = \"postgres:16\"` (without an image, the table names a service of `services.compose`)",
+                ),
             ));
-        };
+        }
+        if svc.image.is_none()
+            && (svc.command.is_some() || !svc.env.is_empty() || !svc.volumes.is_empty())
+        {
+            return Err(invalid(
+                format!(
+                    "suite `{suite}`: service `{name}` has no `image`, so it is a service of the compose file; set its command, env and volumes there"
+                ),
+                "this service",
+                Some(spanned.span()),
+                None,
+            ));
+        }
+        let mut volumes = Vec::new();
+        for v in &svc.volumes {
+            volumes.push(resolve_volume(name, v, root)?);
+        }
         let (ready, ready_timeout) = match &svc.ready {
             None => (None, DEFAULT_READY_TIMEOUT),
             Some(r) => {
@@ -322,17 +378,54 @@ pub(crate) fn resolve_services(
         };
         services.push(Service {
             name: name.clone(),
-            image: image.get_ref().clone(),
+            image: svc.image.as_ref().map(|i| i.get_ref().clone()),
             env: svc.env.clone(),
             command: svc.command.clone(),
             ready,
             ready_timeout,
             memory: svc.memory.as_ref().map(|m| m.0),
+            ports: svc.ports.clone(),
+            volumes,
         });
     }
     Ok(Services {
         compose: s.compose.as_ref().map(|c| root.join(c.get_ref())),
         services,
+    })
+}
+
+/// `"host:container"` or `"host:container:ro"` (or `:rw`).
+fn resolve_volume(
+    service: &str,
+    v: &Spanned<String>,
+    root: &std::path::Path,
+) -> Result<Volume, Invalid> {
+    let bad = |why: &str| {
+        invalid(
+            format!("service `{service}`: volume {:?} {why}", v.get_ref()),
+            "this volume",
+            Some(v.span()),
+            Some("e.g. `volumes = [\"server:/srv:ro\"]` (host path relative to the project root)"),
+        )
+    };
+    let parts: Vec<&str> = v.get_ref().split(':').collect();
+    let (host, container, read_only) = match parts[..] {
+        [h, c] => (h, c, false),
+        [h, c, "ro"] => (h, c, true),
+        [h, c, "rw"] => (h, c, false),
+        [_, _, _] => return Err(bad("ends in neither `:ro` nor `:rw`")),
+        _ => return Err(bad("is not `host:container[:ro]`")),
+    };
+    if host.is_empty() {
+        return Err(bad("has an empty host path"));
+    }
+    if !container.starts_with('/') {
+        return Err(bad("needs an absolute container path"));
+    }
+    Ok(Volume {
+        host: root.join(host),
+        container: container.to_owned(),
+        read_only,
     })
 }
 
@@ -491,6 +584,35 @@ mod tests {
         assert!(parse(SUITE).unwrap().suites[0].services.is_empty());
     }
 
+    #[test]
+    fn service_ports_volumes_and_compose_services_resolve() {
+        let c = parse(&format!(
+            "{SUITE}[suites.api.services]\ncompose = \"compose.yml\"\n\
+             [suites.api.services.db]\nready = {{ tcp = 5432 }}\n\
+             [suites.api.services.web]\nimage = \"web:1\"\nports = [9000, 8080]\nvolumes = [\"srv:/srv:ro\", \"/data:/data\"]\nready = {{ http = \"/\", port = 8080 }}\n"
+        ))
+        .unwrap();
+        let s = &c.suites[0].services.services;
+        assert_eq!(s[0].image, None);
+        assert_eq!(s[0].published_ports(), [5432]);
+        assert_eq!(s[1].published_ports(), [8080, 9000]);
+        assert_eq!(
+            s[1].volumes,
+            [
+                Volume {
+                    host: "/proj/srv".into(),
+                    container: "/srv".into(),
+                    read_only: true
+                },
+                Volume {
+                    host: "/data".into(),
+                    container: "/data".into(),
+                    read_only: false
+                }
+            ]
+        );
+    }
+
     #[track_caller]
     fn error_at(text: &str, needle: &str, line: usize) {
         let e = parse(&format!("{SUITE}{text}")).unwrap_err();
@@ -544,6 +666,21 @@ mod tests {
             "[suites.api.services.\"my_db\"]\nimage = \"p\"\n",
             "host name",
             3,
+        );
+        error_at(
+            "[suites.api.services.db]\nimage = \"p\"\nvolumes = [\"a:b\"]\n",
+            "absolute container path",
+            5,
+        );
+        error_at(
+            "[suites.api.services.db]\nimage = \"p\"\nvolumes = [\"a:/b:rx\"]\n",
+            "neither `:ro`",
+            5,
+        );
+        error_at(
+            "[suites.api.services]\ncompose = \"c.yml\"\n[suites.api.services.db]\ncommand = [\"x\"]\n",
+            "service of the compose file",
+            5,
         );
         error_at(
             "[suites.api.environment]\nimage = \"a\"\nimgae = \"b\"\n",
