@@ -1201,6 +1201,7 @@ mod tests {
             },
             wall: Duration::from_millis(1234),
             terminated: false,
+            oom_killed: false,
         }
     }
 

@@ -268,6 +268,55 @@ pub(crate) async fn run_listing<'a>(
         })
 }
 
+/// [`run_listing`] through `executor` when given: stdout then holds stdout
+/// and stderr both, in arrival order (an executor does not keep them apart),
+/// so only callers that read their listing from a file should pass one.
+pub(crate) async fn run_listing_on<'a>(
+    executor: Option<&std::sync::Arc<dyn shoal_exec::Executor>>,
+    argv: &[String],
+    cwd: &Path,
+    env: impl IntoIterator<Item = (&'a String, &'a String)>,
+    remove: &[&str],
+) -> Result<std::process::Output, AdapterError> {
+    use std::os::unix::process::ExitStatusExt;
+    let Some(executor) = executor else {
+        return run_listing(argv, cwd, env, remove).await;
+    };
+    let program = argv.first().cloned().unwrap_or_default();
+    let spec = shoal_exec::ProcessSpec {
+        argv: argv.to_vec(),
+        cwd: cwd.to_owned(),
+        env: env
+            .into_iter()
+            .filter(|(k, _)| !remove.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        progress_pipe: false,
+        stdin_pipe: false,
+        output_cap: 4 << 20,
+    };
+    let failed = |e: shoal_exec::ExecError| AdapterError::Spawn {
+        program: program.clone(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let exit = executor
+        .spawn(&spec)
+        .await
+        .map_err(failed)?
+        .wait()
+        .await
+        .map_err(failed)?;
+    let status = match exit.status {
+        ExitStatus::Code(code) => std::process::ExitStatus::from_raw((code & 0xff) << 8),
+        ExitStatus::Signal(signal) => std::process::ExitStatus::from_raw(signal & 0x7f),
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: exit.output.text.into_bytes(),
+        stderr: Vec::new(),
+    })
+}
+
 /// The error for a listing command that exited unsuccessfully.
 pub(crate) fn list_failed(argv: &[String], output: &std::process::Output) -> AdapterError {
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -462,6 +511,7 @@ mod tests {
             output: Default::default(),
             wall: Duration::from_secs(1),
             terminated: false,
+            oom_killed: false,
         };
         let results = adapter.collect(inv, &exit, &[]);
         assert_eq!(results.len(), 2);
@@ -500,6 +550,7 @@ mod tests {
             output: Default::default(),
             wall: Duration::from_secs(1),
             terminated: false,
+            oom_killed: false,
         };
         let results = adapter.collect(inv, &exit, &[]);
         let summary: Vec<_> = results
@@ -540,6 +591,7 @@ mod tests {
             output: Default::default(),
             wall: Duration::from_secs(5),
             terminated: false,
+            oom_killed: false,
         };
         assert_eq!(adapter.collect(inv, &exit, &[]).len(), 1);
         let old = SystemTime::now() - Duration::from_secs(3600);

@@ -17,6 +17,11 @@ pub struct DiscoverCtx {
     pub support_dir: PathBuf,
     /// Extra environment for listing commands.
     pub env: BTreeMap<String, String>,
+    /// Where listing commands run when not on this host: a container of
+    /// the suite's `environment`, so that the tools need not be installed
+    /// here. Adapters that cannot list through an executor (they need
+    /// stdout apart from stderr) list on this host.
+    pub executor: Option<std::sync::Arc<dyn shoal_exec::Executor>>,
 }
 
 /// Inputs to planning one batch on one slot.

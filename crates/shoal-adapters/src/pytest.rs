@@ -25,7 +25,7 @@
 //! rootdir is not the suite root, [`TestCase::runner`] holds the id relative to
 //! the suite root, which is what goes on the command line.
 
-use crate::command::{display_argv, is_stale, list_failed, run_listing};
+use crate::command::{display_argv, is_stale, list_failed, run_listing_on};
 use crate::junit::{self, Assignment, JunitCase, JunitStatus};
 use crate::{Adapter, AdapterError, BatchCtx, DiscoverCtx, Invocation, Progress};
 use async_trait::async_trait;
@@ -218,7 +218,14 @@ impl Adapter for PytestAdapter {
             "SHOAL_PROGRESS_FILE".into(),
             listing.to_string_lossy().into_owned(),
         );
-        let output = run_listing(&argv, &ctx.suite.root, &env, &["SHOAL_PROGRESS_FD"]).await;
+        let output = run_listing_on(
+            ctx.executor.as_ref(),
+            &argv,
+            &ctx.suite.root,
+            &env,
+            &["SHOAL_PROGRESS_FD"],
+        )
+        .await;
         let lines = std::fs::read_to_string(&listing);
         let _ = std::fs::remove_file(&listing);
         let output = output?;
@@ -1110,6 +1117,7 @@ mod tests {
             output: Default::default(),
             wall: Duration::from_secs(2),
             terminated: false,
+            oom_killed: false,
         };
         let results = adapter().collect(inv, &exit, &progress);
         assert_eq!(results.len(), 1);

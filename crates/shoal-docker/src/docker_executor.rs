@@ -46,8 +46,9 @@
 //! on as end of input.
 //!
 //! **Out of memory.** A test the kernel kills at the container's memory limit
-//! exits with SIGKILL; [`SlotContainer::oom_kills`] tells it from other kills,
-//! and is up to date for a process once its `wait` has returned.
+//! exits with SIGKILL; [`ProcessExit::oom_killed`] says so, from the
+//! container's OOM kill count ([`SlotContainer::oom_kills`]), which is up to
+//! date for a process once its `wait` has returned.
 
 use crate::{PathMap, SlotContainer};
 use bollard::Docker;
@@ -172,6 +173,10 @@ struct DockerProcess {
     /// Taken by `wait`.
     exec_died: Option<oneshot::Receiver<()>>,
     started: Instant,
+    /// For its OOM kill count.
+    container: Arc<SlotContainer>,
+    /// The container's OOM kills before this process started.
+    oom_before: u64,
 }
 
 impl DockerProcess {
@@ -232,6 +237,7 @@ impl DockerProcess {
             .await
             .map_err(engine_error)?;
         let exec_died = container.events().exec_died(&exec.id);
+        let oom_before = container.oom_kills();
         let started = Instant::now();
         let start_options = StartExecOptions {
             detach: false,
@@ -277,6 +283,8 @@ impl DockerProcess {
             stdin: spec.stdin_pipe.then_some(input),
             exec_died: Some(exec_died),
             started,
+            container: Arc::clone(container),
+            oom_before,
         })
     }
 }
@@ -418,6 +426,9 @@ impl RunningProcess for DockerProcess {
             output: buffer.finish(),
             wall,
             terminated,
+            // One process runs in a slot's container at a time, so a kill
+            // since it started was of it or of one of its children.
+            oom_killed: self.container.oom_kills() > self.oom_before,
         })
     }
 

@@ -8,6 +8,7 @@
 //! with [`connect`], which negotiates the API version, so any engine from
 //! API 1.24 on works.
 
+mod batch_executor;
 mod docker_executor;
 mod error;
 mod events;
@@ -18,6 +19,7 @@ mod reaper;
 mod slot_container;
 
 pub use bollard::Docker;
+pub use batch_executor::PerBatchExecutor;
 pub use docker_executor::{DockerExecutor, WRAPPER};
 pub use error::DockerError;
 pub(crate) use error::is_not_found;

@@ -29,6 +29,13 @@ where
 #[async_trait::async_trait]
 pub trait Executor: Send + Sync + std::fmt::Debug {
     async fn spawn(&self, spec: &ProcessSpec) -> Result<Box<dyn RunningProcess>, ExecError>;
+
+    /// Whether every process starts in a fresh environment (a container per
+    /// batch). Long-lived runners serving several batches would defeat
+    /// that, so callers start one process per batch instead.
+    fn fresh_per_process(&self) -> bool {
+        false
+    }
 }
 
 /// A started process and its process group. Dropping it without [`wait`]

@@ -235,6 +235,7 @@ impl RunningProcess for LocalProcess {
             output,
             wall,
             terminated,
+            oom_killed: false,
         })
     }
 

@@ -59,4 +59,8 @@ pub struct ProcessExit {
     pub wall: Duration,
     /// shoal terminated the process (timeout or cancellation).
     pub terminated: bool,
+    /// The kernel's OOM killer killed the process (or one of its children)
+    /// at a memory limit: a container's `memory`. Only executors that can
+    /// tell set it.
+    pub oom_killed: bool,
 }

@@ -121,13 +121,41 @@ pub enum EngineError {
     Containers(String),
 }
 
-/// Discovers the selected suites' tests (concurrently) and applies the selection.
+/// Discovers the selected suites' tests (concurrently) and applies the
+/// selection. Suites with an environment list in a container of it, started
+/// for the listing and removed after.
 pub async fn list(
     config: &Config,
     selection: &Selection,
     support_dir: &std::path::Path,
 ) -> Result<Vec<Discovered>, EngineError> {
-    discover(config, selection, support_dir, None).await
+    let suites: Vec<&SuiteConfig> = config
+        .suites
+        .iter()
+        .filter(|s| selection.wants_suite(&s.name))
+        .collect();
+    let run_id = format!("list-{}", uuid::Uuid::now_v7());
+    let containers = containers::SlotContainers::start(
+        &suites,
+        1,
+        &containers::Placement {
+            run_id: &run_id,
+            worker: "local",
+            root: &config.project_root,
+            run_dir: support_dir,
+        },
+    )
+    .await?;
+    let listed = discover(
+        config,
+        selection,
+        support_dir,
+        None,
+        &containers.discovery_executors(),
+    )
+    .await;
+    containers.remove().await;
+    listed
 }
 
 /// [`list`], answering from `cache` for suites whose inputs are unchanged.
@@ -136,6 +164,7 @@ async fn discover(
     selection: &Selection,
     support_dir: &std::path::Path,
     cache: Option<&DiscoveryCache>,
+    executors: &HashMap<String, Arc<dyn Executor>>,
 ) -> Result<Vec<Discovered>, EngineError> {
     selection.check(config)?;
     std::fs::create_dir_all(support_dir).map_err(|source| EngineError::Io {
@@ -156,6 +185,7 @@ async fn discover(
             suite: suite.clone(),
             support_dir: support_dir.to_owned(),
             env: suite.env.clone(),
+            executor: executors.get(&suite.name).cloned(),
         };
         let cache = cache.cloned();
         tasks.push(tokio::spawn(async move {
@@ -295,12 +325,6 @@ pub async fn run(
             )));
         }
         if let Some(env) = &suite.environment {
-            if env.isolation == shoal_core::environment::Isolation::Batch {
-                return Err(EngineError::Unsupported(format!(
-                    "suite `{}` sets `isolation = \"batch\"`: a container per batch is not available in this build yet; use the default (one per slot)",
-                    suite.name
-                )));
-            }
             if let shoal_core::environment::ImageSource::Dockerfile { .. } = env.image {
                 return Err(EngineError::Unsupported(format!(
                     "suite `{}` sets `environment.dockerfile`: building images is not available in this build yet; give `environment.image`",
@@ -309,239 +333,261 @@ pub async fn run(
             }
         }
     }
-    let discovered = discover(&req.config, &req.selection, &support_dir, cache.as_ref()).await?;
-    let total_selected: usize = discovered.iter().map(|d| d.selected.len()).sum();
-    if total_selected == 0 {
-        return Err(EngineError::NoTests);
-    }
-
-    // Order by history: recent median durations, with fallbacks.
-    let ids: Vec<TestId> = discovered
+    let env_suites: Vec<&SuiteConfig> = req
+        .config
+        .suites
         .iter()
-        .flat_map(|d| d.selected.iter().map(|t| t.id.clone()))
+        .filter(|s| req.selection.wants_suite(&s.name))
         .collect();
-    let mut warnings = Vec::new();
-    let known = match store.duration_estimates(&ids).await {
-        Ok(k) => k,
-        Err(e) => {
-            warnings.push(format!(
-                "could not read test history, ordering without it: {e}"
-            ));
-            HashMap::new()
-        }
-    };
-    let mut planned = Vec::new();
-    for d in &discovered {
-        let cfg = &d.suite.config;
-        let discovery = std::time::Duration::from_secs_f64(d.fresh_duration);
-        let mut tests: Vec<PlannedTest> = d
-            .selected
-            .iter()
-            .map(|case| PlannedTest {
-                case: case.clone(),
-                estimate: cfg.default_duration,
-                retries: req.retries.unwrap_or(cfg.retries),
-                max_batch: cfg.max_batch,
-                batch_overhead: d.suite.adapter.batch_overhead(case, discovery),
-            })
-            .collect();
-        shoal_sched::fill_estimates(&mut tests, &known, cfg.default_duration);
-        planned.extend(tests);
-    }
-    let retries_enabled = planned.iter().any(|p| p.retries > 0);
-    let estimated_work: f64 = planned
-        .iter()
-        .map(|p| p.estimate.as_secs_f64())
-        .sum::<f64>()
-        * req.repeat as f64;
-    let planned_count = planned.len() * req.repeat as usize;
-    let slots = req.slots.max(1).min(planned_count.max(1));
-    let slot_ids: Vec<SlotId> = (0..slots as u32).map(SlotId::local).collect();
-    let sched = Scheduler::new(
-        SchedConfig {
-            retry_threshold: req.config.run.retry_threshold,
-            ..SchedConfig::default()
+    let mut containers = containers::SlotContainers::start(
+        &env_suites,
+        req.slots.max(1) as u32,
+        &containers::Placement {
+            run_id: &run_id,
+            worker: &req.worker,
+            root: &root,
+            run_dir: &run_dir,
         },
-        planned,
-        req.repeat,
-        &slot_ids,
-    )
-    .map_err(|e| EngineError::Slots(format!("could not plan the run: {e}")))?;
-
-    let mut emit_errors = Vec::new();
-    let mut emit = |reporter: &mut dyn Reporter, ev: Event| {
-        if let Err(e) = reporter.on_event(&ev) {
-            emit_errors.push(e.to_string());
-        }
-    };
-    emit(
-        reporter,
-        Event::RunStarted(RunStarted {
-            run_id: run_id.clone(),
-            commit: git.commit.clone(),
-            dirty: git.dirty,
-            slots,
-            worker: req.worker.clone(),
-            planned: planned_count,
-            repeat: req.repeat,
-            retries: req.retries.unwrap_or(req.config.run.retries),
-            estimated_work,
-            start,
-        }),
-    );
-    for d in &discovered {
-        emit(
-            reporter,
-            Event::SuiteDiscovered(SuiteDiscovered {
-                suite: d.suite.config.name.clone(),
-                adapter: d.suite.adapter.name().to_owned(),
-                discovered: d.discovered,
-                selected: d.selected.len(),
-                duration: d.duration,
-            }),
-        );
-    }
-    for w in &warnings {
-        emit(
-            reporter,
-            Event::Notice(Notice {
-                level: NoticeLevel::Warn,
-                message: w.clone(),
-            }),
-        );
-    }
-    store
-        .begin_run(&RunRecord {
-            run_id: run_id.clone(),
-            started: start,
-            commit: git.commit.clone(),
-            dirty: git.dirty,
-            worker: req.worker.clone(),
-            selection: selection_summary(&req),
-            planned: planned_count,
-        })
-        .await?;
-
-    let suites: Arc<HashMap<String, SuiteRuntime>> = Arc::new(
-        discovered
-            .iter()
-            .map(|d| (d.suite.config.name.clone(), d.suite.clone()))
-            .collect(),
-    );
-    let executor: Arc<dyn Executor> = Arc::new(ProcessExecutor);
-    let containers = containers::SlotContainers::start(
-        &discovered,
-        &slot_ids,
-        &run_id,
-        &req.worker,
-        &root,
-        &run_dir,
     )
     .await?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let mut slot_tasks = Vec::new();
-    for slot in &slot_ids {
-        let ctx = slot::SlotCtx {
-            slot: slot.index,
-            worker: req.worker.clone(),
-            run_id: run_id.clone(),
-            scratch: run_dir.join(format!("slot-{}", slot.index)),
-            support_dir: support_dir.clone(),
-            project_root: root.clone(),
-            suites: suites.clone(),
-            executor: executor.clone(),
-            executors: containers.executors(slot.index),
-            tx: tx.clone(),
-            cancel: cancel.clone(),
-            kill_grace: req.config.run.kill_grace,
-            output_cap: req.config.run.output_cap,
-            slot_setup: req.config.hooks.slot_setup.clone(),
+    // Whatever ends the run (an error included), its containers go.
+    let result: Result<RunReport, EngineError> = async {
+        let discovered = discover(
+            &req.config,
+            &req.selection,
+            &support_dir,
+            cache.as_ref(),
+            &containers.discovery_executors(),
+        )
+        .await?;
+        let total_selected: usize = discovered.iter().map(|d| d.selected.len()).sum();
+        if total_selected == 0 {
+            return Err(EngineError::NoTests);
+        }
+
+        // Order by history: recent median durations, with fallbacks.
+        let ids: Vec<TestId> = discovered
+            .iter()
+            .flat_map(|d| d.selected.iter().map(|t| t.id.clone()))
+            .collect();
+        let mut warnings = Vec::new();
+        let known = match store.duration_estimates(&ids).await {
+            Ok(k) => k,
+            Err(e) => {
+                warnings.push(format!(
+                    "could not read test history, ordering without it: {e}"
+                ));
+                HashMap::new()
+            }
         };
-        slot_tasks.push(tokio::spawn(ctx.run()));
-    }
-    drop(tx);
+        let mut planned = Vec::new();
+        for d in &discovered {
+            let cfg = &d.suite.config;
+            let discovery = std::time::Duration::from_secs_f64(d.fresh_duration);
+            let mut tests: Vec<PlannedTest> = d
+                .selected
+                .iter()
+                .map(|case| PlannedTest {
+                    case: case.clone(),
+                    estimate: cfg.default_duration,
+                    retries: req.retries.unwrap_or(cfg.retries),
+                    max_batch: cfg.max_batch,
+                    batch_overhead: d.suite.adapter.batch_overhead(case, discovery),
+                })
+                .collect();
+            shoal_sched::fill_estimates(&mut tests, &known, cfg.default_duration);
+            planned.extend(tests);
+        }
+        let retries_enabled = planned.iter().any(|p| p.retries > 0);
+        let estimated_work: f64 = planned
+            .iter()
+            .map(|p| p.estimate.as_secs_f64())
+            .sum::<f64>()
+            * req.repeat as f64;
+        let planned_count = planned.len() * req.repeat as usize;
+        let slots = req.slots.max(1).min(planned_count.max(1));
+        let slot_ids: Vec<SlotId> = (0..slots as u32).map(SlotId::local).collect();
+        let sched = Scheduler::new(
+            SchedConfig {
+                retry_threshold: req.config.run.retry_threshold,
+                ..SchedConfig::default()
+            },
+            planned,
+            req.repeat,
+            &slot_ids,
+        )
+        .map_err(|e| EngineError::Slots(format!("could not plan the run: {e}")))?;
 
-    let writer = store_writer::StoreWriter::spawn(
-        store.clone(),
-        run_id.clone(),
-        git.commit.clone(),
-        git.dirty,
-    );
-    let mut coord = Coordinator {
-        sched,
-        reporter: &mut *reporter,
-        store: writer,
-        worker: req.worker.clone(),
-        cancel: cancel.clone(),
-        epoch: Instant::now(),
-        leases: HashMap::new(),
-        parked: Vec::new(),
-        outcome: CoordOutcome::default(),
-        broken_noticed: !retries_enabled,
-        emit_errors: Vec::new(),
-    };
-    coord.run(rx).await;
-    for t in slot_tasks {
-        let _ = t.await;
-    }
-    containers.remove().await;
-    warnings.extend(coord.store.finish().await);
-    warnings.extend(std::mem::take(&mut coord.emit_errors));
-    let CoordOutcome {
-        counts,
-        not_run,
-        slot_errors,
-    } = std::mem::take(&mut coord.outcome);
-    drop(coord);
-    if !slot_errors.is_empty() && counts.total() == 0 {
-        return Err(EngineError::Slots(slot_errors.join("; ")));
-    }
-
-    let interrupted = cancel.is_cancelled();
-    let report = RunReport {
-        run_id: run_id.clone(),
-        counts: counts.clone(),
-        interrupted,
-        not_run,
-        warnings,
-    };
-    let exit_code = report.exit_code(req.config.run.fail_on_flaky);
-    let end = now_epoch();
-    for w in &report.warnings {
+        let mut emit_errors = Vec::new();
+        let mut emit = |reporter: &mut dyn Reporter, ev: Event| {
+            if let Err(e) = reporter.on_event(&ev) {
+                emit_errors.push(e.to_string());
+            }
+        };
         emit(
             reporter,
-            Event::Notice(Notice {
-                level: NoticeLevel::Warn,
-                message: w.clone(),
+            Event::RunStarted(RunStarted {
+                run_id: run_id.clone(),
+                commit: git.commit.clone(),
+                dirty: git.dirty,
+                slots,
+                worker: req.worker.clone(),
+                planned: planned_count,
+                repeat: req.repeat,
+                retries: req.retries.unwrap_or(req.config.run.retries),
+                estimated_work,
+                start,
             }),
         );
-    }
-    emit(
-        reporter,
-        Event::RunFinished(RunFinished {
+        for d in &discovered {
+            emit(
+                reporter,
+                Event::SuiteDiscovered(SuiteDiscovered {
+                    suite: d.suite.config.name.clone(),
+                    adapter: d.suite.adapter.name().to_owned(),
+                    discovered: d.discovered,
+                    selected: d.selected.len(),
+                    duration: d.duration,
+                }),
+            );
+        }
+        for w in &warnings {
+            emit(
+                reporter,
+                Event::Notice(Notice {
+                    level: NoticeLevel::Warn,
+                    message: w.clone(),
+                }),
+            );
+        }
+        store
+            .begin_run(&RunRecord {
+                run_id: run_id.clone(),
+                started: start,
+                commit: git.commit.clone(),
+                dirty: git.dirty,
+                worker: req.worker.clone(),
+                selection: selection_summary(&req),
+                planned: planned_count,
+            })
+            .await?;
+
+        let suites: Arc<HashMap<String, SuiteRuntime>> = Arc::new(
+            discovered
+                .iter()
+                .map(|d| (d.suite.config.name.clone(), d.suite.clone()))
+                .collect(),
+        );
+        let executor: Arc<dyn Executor> = Arc::new(ProcessExecutor);
+        containers.keep_slots(slots as u32).await;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut slot_tasks = Vec::new();
+        for slot in &slot_ids {
+            let ctx = slot::SlotCtx {
+                slot: slot.index,
+                worker: req.worker.clone(),
+                run_id: run_id.clone(),
+                scratch: run_dir.join(format!("slot-{}", slot.index)),
+                support_dir: support_dir.clone(),
+                project_root: root.clone(),
+                suites: suites.clone(),
+                executor: executor.clone(),
+                executors: containers.executors(slot.index),
+                tx: tx.clone(),
+                cancel: cancel.clone(),
+                kill_grace: req.config.run.kill_grace,
+                output_cap: req.config.run.output_cap,
+                slot_setup: req.config.hooks.slot_setup.clone(),
+            };
+            slot_tasks.push(tokio::spawn(ctx.run()));
+        }
+        drop(tx);
+
+        let writer = store_writer::StoreWriter::spawn(
+            store.clone(),
+            run_id.clone(),
+            git.commit.clone(),
+            git.dirty,
+        );
+        let mut coord = Coordinator {
+            sched,
+            reporter: &mut *reporter,
+            store: writer,
+            worker: req.worker.clone(),
+            cancel: cancel.clone(),
+            epoch: Instant::now(),
+            leases: HashMap::new(),
+            parked: Vec::new(),
+            outcome: CoordOutcome::default(),
+            broken_noticed: !retries_enabled,
+            emit_errors: Vec::new(),
+        };
+        coord.run(rx).await;
+        for t in slot_tasks {
+            let _ = t.await;
+        }
+        containers.remove().await;
+        warnings.extend(coord.store.finish().await);
+        warnings.extend(std::mem::take(&mut coord.emit_errors));
+        let CoordOutcome {
+            counts,
+            not_run,
+            slot_errors,
+        } = std::mem::take(&mut coord.outcome);
+        drop(coord);
+        if !slot_errors.is_empty() && counts.total() == 0 {
+            return Err(EngineError::Slots(slot_errors.join("; ")));
+        }
+
+        let interrupted = cancel.is_cancelled();
+        let report = RunReport {
             run_id: run_id.clone(),
             counts: counts.clone(),
-            start,
-            end,
             interrupted,
             not_run,
-            exit_code,
-        }),
-    );
-    let mut report = report;
-    if let Err(e) = store
-        .finish_run(&run_id, end, &counts, interrupted, exit_code)
-        .await
-    {
-        report
-            .warnings
-            .push(format!("failed to record the end of the run: {e}"));
+            warnings,
+        };
+        let exit_code = report.exit_code(req.config.run.fail_on_flaky);
+        let end = now_epoch();
+        for w in &report.warnings {
+            emit(
+                reporter,
+                Event::Notice(Notice {
+                    level: NoticeLevel::Warn,
+                    message: w.clone(),
+                }),
+            );
+        }
+        emit(
+            reporter,
+            Event::RunFinished(RunFinished {
+                run_id: run_id.clone(),
+                counts: counts.clone(),
+                start,
+                end,
+                interrupted,
+                not_run,
+                exit_code,
+            }),
+        );
+        let mut report = report;
+        if let Err(e) = store
+            .finish_run(&run_id, end, &counts, interrupted, exit_code)
+            .await
+        {
+            report
+                .warnings
+                .push(format!("failed to record the end of the run: {e}"));
+        }
+        report.warnings.extend(emit_errors);
+        if !req.keep_scratch {
+            let _ = std::fs::remove_dir_all(&run_dir);
+        }
+        Ok(report)
     }
-    report.warnings.extend(emit_errors);
-    if !req.keep_scratch {
-        let _ = std::fs::remove_dir_all(&run_dir);
-    }
-    Ok(report)
+    .await;
+    containers.remove().await;
+    result
 }
 
 fn selection_summary(req: &RunRequest) -> String {

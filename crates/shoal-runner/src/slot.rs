@@ -163,7 +163,9 @@ impl SlotCtx {
         };
         let name = &suite.config.name;
         let state = runners.entry(name.clone()).or_insert(Persistent::Idle);
-        if !matches!(state, Persistent::Unavailable) {
+        // A fresh container per batch rules out a runner serving several.
+        let fresh = self.executor_for(name).fresh_per_process();
+        if !fresh && !matches!(state, Persistent::Unavailable) {
             if let Some(inv) = suite.adapter.persistent_runner(&runner.ctx) {
                 match runner.run_persistent(inv, &cases, state).await {
                     Ok(()) => return,
@@ -448,7 +450,7 @@ impl LeaseRunner<'_> {
                 if f.died_running(name) {
                     let msg = format!(
                         "the test runner died ({}) while this test was running",
-                        exit.status
+                        ended(exit)
                     );
                     self.report_synth(case, Outcome::Crash, msg, &exit.output, start, end);
                 } else if f.started_at.contains_key(name) || (!crashed && !any_died_running) {
@@ -456,7 +458,7 @@ impl LeaseRunner<'_> {
                     // it) yet no report has it.
                     let msg = format!(
                         "the test runner ({}) reported no result for this test",
-                        exit.status
+                        ended(exit)
                     );
                     self.report_synth(case, Outcome::Lost, msg, &exit.output, start, end);
                 }
@@ -469,13 +471,13 @@ impl LeaseRunner<'_> {
                             Outcome::Lost,
                             format!(
                                 "the test runner ({}) reported no result for this test",
-                                exit.status
+                                ended(exit)
                             ),
                         )
                     } else {
                         (
                             Outcome::Crash,
-                            format!("the test process died ({})", exit.status),
+                            format!("the test process died ({})", ended(exit)),
                         )
                     };
                 self.report_synth(case, outcome, msg, &exit.output, start, end);
@@ -487,7 +489,7 @@ impl LeaseRunner<'_> {
             for case in unattributed.drain(..) {
                 let msg = format!(
                     "the test runner ({}) reported no result for this test",
-                    exit.status
+                    ended(exit)
                 );
                 self.report_synth(&case, Outcome::Lost, msg, &exit.output, inv_start, end);
             }
@@ -599,7 +601,7 @@ impl LeaseRunner<'_> {
             for case in unattributed {
                 let msg = format!(
                     "the test runner ({}) died and reported no result for this test",
-                    exit.status
+                    ended(&exit)
                 );
                 self.report_synth(&case, Outcome::Lost, msg, &exit.output, inv_start, end);
             }
@@ -705,6 +707,7 @@ fn lost_track(e: &shoal_exec::ExecError) -> ProcessExit {
         },
         wall: Duration::ZERO,
         terminated: true,
+        oom_killed: false,
     }
 }
 
@@ -721,5 +724,18 @@ pub(crate) fn fmt_duration(d: Duration) -> String {
         )
     } else {
         format!("{}ms", d.as_millis())
+    }
+}
+
+/// How a process ended, for messages: its status, and why when the kernel's
+/// OOM killer was the cause.
+fn ended(exit: &ProcessExit) -> String {
+    if exit.oom_killed {
+        format!(
+            "killed for memory: the OOM killer acted at the container's memory limit ({})",
+            exit.status
+        )
+    } else {
+        exit.status.to_string()
     }
 }

@@ -58,6 +58,7 @@ fn discover_in(root: PathBuf, target: &str) -> Result<Vec<TestCase>, AdapterErro
             "CARGO_TARGET_DIR".to_owned(),
             target_dir(target).display().to_string(),
         )]),
+        executor: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -163,6 +164,7 @@ fn execute(spec: &ProcessSpec, timeout: Option<Duration>) -> ProcessExit {
         output,
         wall,
         terminated,
+        oom_killed: false,
     }
 }
 

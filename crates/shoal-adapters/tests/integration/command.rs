@@ -55,6 +55,7 @@ fn discover(
         suite,
         support_dir: dir.join("support"),
         env: BTreeMap::new(),
+        executor: None,
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

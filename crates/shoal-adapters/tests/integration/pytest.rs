@@ -88,6 +88,7 @@ fn discover_ctx(root: &Path, support: &Path) -> DiscoverCtx {
         suite: suite(root, BTreeMap::new()),
         support_dir: support.to_owned(),
         env: BTreeMap::new(),
+        executor: None,
     }
 }
 
@@ -206,6 +207,7 @@ pub fn execute(inv: &Invocation, timeout: Duration) -> Executed {
             output: tail_of(log),
             wall,
             terminated,
+            oom_killed: false,
         },
         lines,
     }

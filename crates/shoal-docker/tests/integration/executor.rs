@@ -313,7 +313,8 @@ async fn a_process_killed_at_the_memory_limit_is_reported_as_oom() {
     let slot = Slot::start(&docker, opts).await;
 
     // A normal process first: no OOM kill.
-    assert!(slot.run(&["true"]).await.status.success());
+    let fine = slot.run(&["true"]).await;
+    assert!(fine.status.success() && !fine.oom_killed);
     assert_eq!(slot.container.oom_kills(), 0);
 
     // A shell string doubling until the 16 MiB limit.
@@ -322,6 +323,7 @@ async fn a_process_killed_at_the_memory_limit_is_reported_as_oom() {
         .await;
     assert_eq!(exit.status, ExitStatus::Signal(9), "{}", exit.output.text);
     assert!(!exit.terminated);
+    assert!(exit.oom_killed);
     assert_eq!(slot.container.oom_kills(), 1);
     assert!(slot.container.oom_killed());
 
@@ -329,11 +331,13 @@ async fn a_process_killed_at_the_memory_limit_is_reported_as_oom() {
     assert!(slot.container.state().await.expect("state").running);
     let next = slot.run(&["echo", "still here"]).await;
     assert_eq!(next.output.text, "still here\n");
+    assert!(!next.oom_killed);
     assert_eq!(slot.container.oom_kills(), 1);
 
     // A kill that is not the OOM killer's is not counted.
     let killed = slot.run(&["sh", "-c", "kill -KILL $$"]).await;
     assert_eq!(killed.status, ExitStatus::Signal(9));
+    assert!(!killed.oom_killed);
     assert_eq!(slot.container.oom_kills(), 1);
     slot.remove().await;
 }

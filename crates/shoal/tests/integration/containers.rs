@@ -152,3 +152,44 @@ fn a_run_killed_with_sigkill_leaves_containers_the_next_run_reaps() {
         "the next run reaped the dead run's containers"
     );
 }
+
+#[test]
+fn a_test_killed_at_the_memory_limit_is_reported_as_such() {
+    if !docker_ready() {
+        return;
+    }
+    let project = Project::copy_of("container-project");
+    let config = std::fs::read_to_string(project.root().join("shoal.toml")).expect("config");
+    project.write(
+        "shoal.toml",
+        &config.replace(
+            "workdir = \"/work\"",
+            "workdir = \"/work\"\nmemory = \"96MiB\"",
+        ),
+    );
+    project.write(
+        "tests/test_memory.py",
+        "def test_hogs_memory():\n    hog = []\n    while True:\n        hog.append(bytearray(8 << 20))\n\n\
+         def test_modest():\n    assert len(bytearray(1 << 20)) == 1 << 20\n",
+    );
+    let json = project.out("oom.jsonl");
+    let out = project
+        .shoal(["run", "-j", "1", "--json"])
+        .arg(&json)
+        .arg("tests/test_memory.py")
+        .run();
+    out.assert_code(1);
+    let events = Events::read(&json);
+    let hog = events.final_of("tests/test_memory.py::test_hogs_memory");
+    assert_eq!(hog.outcome, "crash", "{}", out.dump());
+    let message = hog.message.unwrap_or_default();
+    assert!(message.contains("killed for memory"), "{message}");
+    // The slot's container survived: the other test ran and passed.
+    let modest = events.final_of("tests/test_memory.py::test_modest");
+    assert_eq!(
+        modest.final_status.as_deref(),
+        Some("passed"),
+        "{}",
+        out.dump()
+    );
+}
