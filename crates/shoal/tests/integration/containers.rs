@@ -193,3 +193,58 @@ fn a_test_killed_at_the_memory_limit_is_reported_as_such() {
         out.dump()
     );
 }
+
+#[test]
+fn isolation_batch_gives_every_batch_a_fresh_container() {
+    if !docker_ready() {
+        return;
+    }
+    let project = Project::copy_of("container-project");
+    let config = std::fs::read_to_string(project.root().join("shoal.toml")).expect("config");
+    project.write(
+        "shoal.toml",
+        &config
+            .replace(
+                "adapter = \"pytest\"",
+                "adapter = \"pytest\"\nmax_batch = 1",
+            )
+            .replace(
+                "workdir = \"/work\"",
+                "workdir = \"/work\"\nisolation = \"batch\"",
+            ),
+    );
+    // Each test records the container it ran in and whether it found state
+    // an earlier test left in the container's own filesystem.
+    let mut text = String::from("import os, socket\n\n");
+    for i in 0..4 {
+        text.push_str(&format!(
+            "def test_fresh_{i}():\n    seen = os.path.exists('/tmp/left-behind')\n    open('/tmp/left-behind', 'w').close()\n    \
+             with open('/work/hosts.txt', 'a') as f:\n        f.write(socket.gethostname() + ' ' + str(seen) + '\\n')\n    assert not seen\n\n"
+        ));
+    }
+    project.write("tests/test_fresh.py", &text);
+    let json = project.out("batch.jsonl");
+    let out = project
+        .shoal(["run", "-j", "2", "--json"])
+        .arg(&json)
+        .arg("tests/test_fresh.py")
+        .run();
+    out.assert_code(0);
+    let hosts = std::fs::read_to_string(project.root().join("hosts.txt")).expect("hosts");
+    let mut names: Vec<&str> = hosts
+        .lines()
+        .map(|l| l.split(' ').next().unwrap_or(""))
+        .collect();
+    assert_eq!(names.len(), 4, "{hosts}");
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), 4, "one container per batch: {hosts}");
+    let run_id = Events::read(&json).run_finished()["run_id"]
+        .as_str()
+        .expect("run id")
+        .to_owned();
+    assert!(
+        containers_of(&run_id).is_empty(),
+        "per-batch containers are removed"
+    );
+}
