@@ -1,6 +1,7 @@
 //! Errors from talking to the Docker engine and from mapping paths into a container.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Why a Docker operation failed.
 ///
@@ -26,6 +27,32 @@ pub enum DockerError {
     /// A host path that no [`PathMap`](crate::PathMap) entry covers.
     #[error("`{}` is outside the directories mounted into the container", path.display())]
     Unmapped { path: PathBuf },
+    /// A service's container exited, or its readiness check did not pass in
+    /// time; `reason` says which, `last_logs` are its last log lines.
+    #[error(
+        "service `{service}` did not become ready: {reason}{}",
+        render_last_logs(last_logs)
+    )]
+    NotReady {
+        service: String,
+        reason: String,
+        /// How long shoal waited before giving up.
+        waited: Duration,
+        last_logs: Vec<String>,
+    },
+}
+
+/// The tail of a service's log, one indented line each.
+fn render_last_logs(lines: &[String]) -> String {
+    if lines.is_empty() {
+        return "; it logged nothing".to_owned();
+    }
+    let mut out = "; the end of its log:".to_owned();
+    for line in lines {
+        out.push_str("\n    ");
+        out.push_str(line);
+    }
+    out
 }
 
 impl DockerError {
@@ -51,4 +78,34 @@ pub(crate) fn is_not_found(error: &bollard::errors::Error) -> bool {
             ..
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_ready_names_the_service_the_reason_and_indents_the_logs() {
+        let error = DockerError::NotReady {
+            service: "db".to_owned(),
+            reason: "exited with code 1 after 0.4s".to_owned(),
+            waited: Duration::from_millis(400),
+            last_logs: vec!["starting".to_owned(), "FATAL: no config".to_owned()],
+        };
+        assert_eq!(
+            error.to_string(),
+            "service `db` did not become ready: exited with code 1 after 0.4s; \
+             the end of its log:\n    starting\n    FATAL: no config"
+        );
+        let silent = DockerError::NotReady {
+            service: "db".to_owned(),
+            reason: "r".to_owned(),
+            waited: Duration::ZERO,
+            last_logs: Vec::new(),
+        };
+        assert_eq!(
+            silent.to_string(),
+            "service `db` did not become ready: r; it logged nothing"
+        );
+    }
 }

@@ -19,6 +19,8 @@ pub const RUN: &str = "org.shoal.run";
 pub const SLOT: &str = "org.shoal.slot";
 /// The worker the object serves (distributed mode).
 pub const WORKER: &str = "org.shoal.worker";
+/// The per-slot service a container runs (its name on the slot's network).
+pub const SERVICE: &str = "org.shoal.service";
 /// The pid of the shoal process that created the object.
 pub const PID: &str = "org.shoal.pid";
 /// The start time of that process (clock ticks since boot, `/proc/PID/stat`).

@@ -1,7 +1,9 @@
 //! Docker for shoal: a long-lived container per slot ([`SlotContainer`]),
 //! the [`DockerExecutor`] running processes in it through the exec API with
 //! the same contract as the local process executor, per-slot networks, and
-//! the [`reap`]er that removes what crashed runs left behind.
+//! the [`reap`]er that removes what crashed runs left behind. A slot's
+//! services run in [`ServiceContainer`]s on the slot's network, and
+//! [`wait_ready`] waits until a service (any container) is ready.
 //!
 //! Everything shoal creates carries the [`labels`] `org.shoal.managed=1`,
 //! the run, slot and worker, and the owner process. The engine is reached
@@ -13,9 +15,12 @@ mod docker_executor;
 mod error;
 mod events;
 pub mod labels;
+mod logs;
 mod network;
 mod path_map;
+mod readiness;
 mod reaper;
+mod service;
 mod slot_container;
 
 pub use bollard::Docker;
@@ -23,9 +28,12 @@ pub use batch_executor::PerBatchExecutor;
 pub use docker_executor::{DockerExecutor, WRAPPER};
 pub use error::DockerError;
 pub(crate) use error::is_not_found;
+pub use logs::{logs_since, tail_logs};
 pub use network::{create_network, remove_network};
 pub use path_map::PathMap;
+pub use readiness::wait_ready;
 pub use reaper::{ReapFilter, Reaped, reap};
+pub use service::{ServiceContainer, ServiceOpts};
 pub use slot_container::{BindMount, ContainerOpts, ContainerState, SCRATCH_MOUNT, SlotContainer};
 
 /// Connects to the local engine (`DOCKER_HOST`, or the default socket) and

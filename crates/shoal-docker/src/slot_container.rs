@@ -238,29 +238,7 @@ impl Drop for SlotContainer {
         if self.removed.load(Ordering::SeqCst) {
             return;
         }
-        let (id, name) = (self.id.clone(), self.name.clone());
-        let removal = move || -> Result<(), String> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            runtime.block_on(async {
-                let docker = crate::connect().await.map_err(|e| e.to_string())?;
-                remove_container(&docker, &id)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-        };
-        let spawned = std::thread::Builder::new()
-            .name("shoal-docker-remove".to_owned())
-            .spawn(move || {
-                if let Err(e) = removal() {
-                    tracing::warn!(container = %name, "failed to remove a dropped container: {e}");
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(container = %self.name, "cannot remove a dropped container: {e}");
-        }
+        remove_in_background(self.id.clone(), self.name.clone());
     }
 }
 
@@ -271,6 +249,36 @@ pub struct ContainerState {
     /// The main process was killed by the OOM killer (`State.OOMKilled`).
     pub oom_killed: bool,
     pub exit_code: Option<i64>,
+}
+
+/// Removes container `id` (called `name` in messages) on a thread of its own
+/// with a client of its own, so that it happens even while the caller's
+/// runtime shuts down (a panic, Ctrl-C); if the process exits first, the
+/// reaper removes it. For the `Drop` of containers that were not removed.
+pub(crate) fn remove_in_background(id: String, name: String) {
+    let removal = move || -> Result<(), String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let docker = crate::connect().await.map_err(|e| e.to_string())?;
+            remove_container(&docker, &id)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    };
+    let thread_name = name.clone();
+    let spawned = std::thread::Builder::new()
+        .name("shoal-docker-remove".to_owned())
+        .spawn(move || {
+            if let Err(e) = removal() {
+                tracing::warn!(container = %thread_name, "failed to remove a dropped container: {e}");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(container = %name, "cannot remove a dropped container: {e}");
+    }
 }
 
 /// Force-removes a container and its anonymous volumes; gone already is fine.
@@ -305,24 +313,9 @@ fn make_scratch(parent: Option<&Path>) -> Result<tempfile::TempDir, DockerError>
 }
 
 fn create_body(opts: &ContainerOpts, scratch: &Path) -> Result<ContainerCreateBody, DockerError> {
-    let host_path = |path: &Path| {
-        path.to_str()
-            .map(str::to_owned)
-            .ok_or_else(|| DockerError::Io {
-                action: format!("mount `{}`", path.display()),
-                error: std::io::Error::new(std::io::ErrorKind::InvalidInput, "path is not UTF-8"),
-            })
-    };
-    let bind = |source: String, target: String, read_only: bool| Mount {
-        target: Some(target),
-        source: Some(source),
-        typ: Some(MountType::BIND),
-        read_only: Some(read_only),
-        ..Default::default()
-    };
-    let mut mounts = vec![bind(host_path(scratch)?, SCRATCH_MOUNT.to_owned(), false)];
+    let mut mounts = vec![bind_mount(scratch, SCRATCH_MOUNT, false)?];
     for m in &opts.mounts {
-        mounts.push(bind(host_path(&m.host)?, m.container.clone(), m.read_only));
+        mounts.push(bind_mount(&m.host, &m.container, m.read_only)?);
     }
     let memory = opts.memory.map(|m| i64::try_from(m).unwrap_or(i64::MAX));
     let host_config = HostConfig {
@@ -356,6 +349,25 @@ fn create_body(opts: &ContainerOpts, scratch: &Path) -> Result<ContainerCreateBo
         labels: Some(labels::complete(&opts.labels)),
         host_config: Some(host_config),
         networking_config,
+        ..Default::default()
+    })
+}
+
+/// A bind mount of host directory `host` at `container`.
+pub(crate) fn bind_mount(
+    host: &Path,
+    container: &str,
+    read_only: bool,
+) -> Result<Mount, DockerError> {
+    let source = host.to_str().ok_or_else(|| DockerError::Io {
+        action: format!("mount `{}`", host.display()),
+        error: std::io::Error::new(std::io::ErrorKind::InvalidInput, "path is not UTF-8"),
+    })?;
+    Ok(Mount {
+        target: Some(container.to_owned()),
+        source: Some(source.to_owned()),
+        typ: Some(MountType::BIND),
+        read_only: Some(read_only),
         ..Default::default()
     })
 }

@@ -8,5 +8,6 @@ mod container;
 mod executor;
 mod pytest;
 mod reaper;
+mod service;
 mod support;
 mod timings;
