@@ -40,6 +40,45 @@ pub enum DockerError {
         waited: Duration,
         last_logs: Vec<String>,
     },
+    /// The engine failed to build an image; `message` is its error, and
+    /// `last_lines` the end of the build output (the failing step's).
+    #[error(
+        "failed to build an image from `{}`: {message}{}",
+        dockerfile.display(),
+        render_build_output(last_lines)
+    )]
+    Build {
+        dockerfile: PathBuf,
+        message: String,
+        last_lines: Vec<String>,
+    },
+    /// Neither `docker compose` nor `docker-compose` can be run.
+    #[error(
+        "cannot run compose files: neither `docker compose` (the Compose v2 plugin) nor \
+         `docker-compose` works here; install one of them (e.g. the `docker-compose-plugin` \
+         or `docker-compose` package)"
+    )]
+    ComposeMissing,
+    /// The compose tool failed; `message` holds what it printed on stderr.
+    #[error("failed to {action} of compose project `{project}`: {message}")]
+    Compose {
+        project: String,
+        action: String,
+        message: String,
+    },
+}
+
+/// The end of a build's output, one indented line each.
+fn render_build_output(lines: &[String]) -> String {
+    let mut out = String::new();
+    if !lines.is_empty() {
+        out.push_str("\nthe end of the build output:");
+    }
+    for line in lines {
+        out.push_str("\n    ");
+        out.push_str(line);
+    }
+    out
 }
 
 /// The tail of a service's log, one indented line each.

@@ -11,6 +11,8 @@
 //! API 1.24 on works.
 
 mod batch_executor;
+mod build;
+mod compose;
 mod docker_executor;
 mod error;
 mod events;
@@ -23,8 +25,12 @@ mod reaper;
 mod service;
 mod slot_container;
 
-pub use bollard::Docker;
 pub use batch_executor::PerBatchExecutor;
+pub use bollard::Docker;
+pub use build::{
+    BuildRequest, BuiltImage, DIGEST_LABEL, build_repository, context_digest, ensure_image,
+};
+pub use compose::{ComposeOpts, ComposeProject};
 pub use docker_executor::{DockerExecutor, WRAPPER};
 pub use error::DockerError;
 pub(crate) use error::is_not_found;

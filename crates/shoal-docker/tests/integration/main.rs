@@ -4,6 +4,8 @@
 //! reachable). Without an engine the
 //! tests skip, saying so, unless `CI=true`, where that is a failure.
 
+mod build;
+mod compose;
 mod container;
 mod executor;
 mod pytest;
