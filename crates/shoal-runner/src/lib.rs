@@ -10,7 +10,7 @@
 //! - `store_writer`: batches attempts into store transactions
 //! - [`discovery_cache`]: skips discovery when its inputs are unchanged
 
-mod containers;
+pub mod containers;
 mod coordinator;
 pub mod discovery_cache;
 pub mod git;
@@ -137,7 +137,7 @@ pub async fn list(
     let run_id = format!("list-{}", uuid::Uuid::now_v7());
     let containers = containers::SlotContainers::start(
         &suites,
-        1,
+        &[0],
         &containers::Placement {
             run_id: &run_id,
             worker: "local",
@@ -312,27 +312,6 @@ pub async fn run(
     let cache = req
         .discovery_cache
         .then(|| DiscoveryCache::new(&req.state_dir));
-    for suite in req
-        .config
-        .suites
-        .iter()
-        .filter(|s| req.selection.wants_suite(&s.name))
-    {
-        if !suite.services.is_empty() {
-            return Err(EngineError::Unsupported(format!(
-                "suite `{}` sets `services`: per-slot services are not available in this build yet (issue 5)",
-                suite.name
-            )));
-        }
-        if let Some(env) = &suite.environment {
-            if let shoal_core::environment::ImageSource::Dockerfile { .. } = env.image {
-                return Err(EngineError::Unsupported(format!(
-                    "suite `{}` sets `environment.dockerfile`: building images is not available in this build yet; give `environment.image`",
-                    suite.name
-                )));
-            }
-        }
-    }
     let env_suites: Vec<&SuiteConfig> = req
         .config
         .suites
@@ -341,7 +320,7 @@ pub async fn run(
         .collect();
     let mut containers = containers::SlotContainers::start(
         &env_suites,
-        req.slots.max(1) as u32,
+        &(0..req.slots.max(1) as u32).collect::<Vec<_>>(),
         &containers::Placement {
             run_id: &run_id,
             worker: &req.worker,
@@ -493,6 +472,9 @@ pub async fn run(
                 suites: suites.clone(),
                 executor: executor.clone(),
                 executors: containers.executors(slot.index),
+                test_env: containers.test_env(slot.index),
+                hook_env: containers.host_env(slot.index),
+                service_logs: containers.service_logs(slot.index),
                 tx: tx.clone(),
                 cancel: cancel.clone(),
                 kill_grace: req.config.run.kill_grace,

@@ -5,6 +5,7 @@
 //! run are left unreported, so releasing the lease requeues them.
 
 use crate::SuiteRuntime;
+use crate::containers::ServiceLog;
 use crate::coordinator::ToCoord;
 use shoal_adapters::junit::recap_output;
 use shoal_adapters::{BatchCtx, Invocation, Progress};
@@ -40,6 +41,14 @@ pub struct SlotCtx {
     /// Per suite, the executor of its container on this slot (suites with
     /// an `environment`); other suites use `executor`.
     pub executors: HashMap<String, Arc<dyn Executor>>,
+    /// Per suite, extra environment of its tests on this slot (where the
+    /// slot's services are).
+    pub test_env: HashMap<String, BTreeMap<String, String>>,
+    /// Extra environment of `slot_setup` (where the services are, seen
+    /// from this host).
+    pub hook_env: BTreeMap<String, String>,
+    /// Per suite, the slot's services whose logs go with failing tests.
+    pub service_logs: HashMap<String, Vec<ServiceLog>>,
     pub tx: mpsc::UnboundedSender<ToCoord>,
     pub cancel: CancellationToken,
     pub kill_grace: Duration,
@@ -74,7 +83,9 @@ impl SlotCtx {
             )
         })?;
         if let Some(hook) = &self.slot_setup {
-            crate::hooks::run_hook("slot_setup", hook, &self.project_root, &self.base_env())
+            let mut env = self.base_env();
+            env.extend(self.hook_env.clone());
+            crate::hooks::run_hook("slot_setup", hook, &self.project_root, &env)
                 .await
                 .map_err(|e| e.to_string())?;
         }
@@ -142,6 +153,10 @@ impl SlotCtx {
         let cases: Vec<TestCase> = lease.items.iter().map(|e| e.case.clone()).collect();
         let mut env = self.base_env();
         env.extend(suite.config.env.clone());
+        if let Some(services) = self.test_env.get(&suite.config.name) {
+            env.extend(services.clone());
+        }
+        let batch_start = now_epoch();
         let ctx = BatchCtx {
             suite: suite.config.clone(),
             support_dir: self.support_dir.clone(),
@@ -155,36 +170,85 @@ impl SlotCtx {
                 .map(|e| (e.case.id.name.clone(), e.estimate))
                 .collect(),
         };
+        let services = self.service_logs.get(&suite.config.name);
         let runner = LeaseRunner {
             slot: self,
             lease,
             suite,
             ctx,
+            held: services.map(|_| std::sync::Mutex::new(Vec::new())),
         };
+        runner.run(&cases, runners).await;
+        runner.flush_held(batch_start).await;
+    }
+}
+
+impl LeaseRunner<'_> {
+    /// Runs the batch: on the suite's long-lived runner when it has one,
+    /// one process per invocation otherwise.
+    async fn run(&self, cases: &[TestCase], runners: &mut HashMap<String, Persistent>) {
+        let (slot, suite) = (self.slot, self.suite);
         let name = &suite.config.name;
         let state = runners.entry(name.clone()).or_insert(Persistent::Idle);
         // A fresh container per batch rules out a runner serving several.
-        let fresh = self.executor_for(name).fresh_per_process();
+        let fresh = slot.executor_for(name).fresh_per_process();
         if !fresh && !matches!(state, Persistent::Unavailable) {
-            if let Some(inv) = suite.adapter.persistent_runner(&runner.ctx) {
-                match runner.run_persistent(inv, &cases, state).await {
+            if let Some(inv) = suite.adapter.persistent_runner(&self.ctx) {
+                match self.run_persistent(inv, cases, state).await {
                     Ok(()) => return,
                     Err(reason) => {
                         *state = Persistent::Unavailable;
-                        let _ = self.tx.send(ToCoord::Notice(format!(
+                        let _ = slot.tx.send(ToCoord::Notice(format!(
                             "slot {}: the {} runner of suite `{name}` could not serve batches ({reason}); running one process per batch instead",
-                            self.slot,
+                            slot.slot,
                             suite.adapter.name()
                         )));
                     }
                 }
             }
         }
-        for inv in suite.adapter.plan(&cases, &runner.ctx) {
-            if self.cancel.is_cancelled() {
+        for inv in suite.adapter.plan(cases, &self.ctx) {
+            if slot.cancel.is_cancelled() {
                 break;
             }
-            runner.run_invocation(inv, true).await;
+            self.run_invocation(inv, true).await;
+        }
+    }
+
+    /// Sends the failures held back for service logs, with the log lines
+    /// each service wrote since the batch started.
+    async fn flush_held(&self, batch_start: f64) {
+        let Some(held) = &self.held else { return };
+        let held = std::mem::take(&mut *held.lock().unwrap_or_else(|e| e.into_inner()));
+        if held.is_empty() {
+            return;
+        }
+        let mut logs = String::new();
+        for service in self
+            .slot
+            .service_logs
+            .get(&self.suite.config.name)
+            .into_iter()
+            .flatten()
+        {
+            let lines = service.since(batch_start, SERVICE_LOG_LINES).await;
+            logs.push_str(&format!(
+                "\n--- service `{}` (slot {}), its log since the batch started ---\n",
+                service.name(),
+                self.slot.slot
+            ));
+            logs.push_str(if lines.is_empty() {
+                "(nothing)\n"
+            } else {
+                &lines
+            });
+            if !logs.ends_with('\n') {
+                logs.push('\n');
+            }
+        }
+        for (exec, mut result, start, end) in held {
+            result.output.text.push_str(&logs);
+            self.send(exec, result, start, end);
         }
     }
 }
@@ -234,7 +298,16 @@ struct LeaseRunner<'a> {
     lease: &'a Lease,
     suite: &'a SuiteRuntime,
     ctx: BatchCtx,
+    /// With services on the slot: failures held until the batch ends, to
+    /// go out with the services' logs.
+    held: Option<std::sync::Mutex<Vec<HeldResult>>>,
 }
+
+/// A failure waiting for its services' logs: exec, result, start, end.
+type HeldResult = (shoal_sched::ExecId, TestResult, f64, f64);
+
+/// Lines of each service's log attached to a failing test.
+const SERVICE_LOG_LINES: usize = 40;
 
 /// Why a process was stopped by shoal, if it was.
 #[derive(Debug, Clone, PartialEq)]
@@ -285,16 +358,27 @@ impl LeaseRunner<'_> {
     }
 
     fn report(&self, case: &TestCase, result: TestResult, start: f64, end: f64) {
-        if let Some(exec) = self.exec_of(case) {
-            let _ = self.slot.tx.send(ToCoord::Result {
-                lease: self.lease.id,
-                token: self.lease.token,
-                exec,
-                result,
-                start,
-                end,
-            });
+        let Some(exec) = self.exec_of(case) else {
+            return;
+        };
+        match &self.held {
+            Some(held) if result.outcome.is_failure() => held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((exec, result, start, end)),
+            _ => self.send(exec, result, start, end),
         }
+    }
+
+    fn send(&self, exec: shoal_sched::ExecId, result: TestResult, start: f64, end: f64) {
+        let _ = self.slot.tx.send(ToCoord::Result {
+            lease: self.lease.id,
+            token: self.lease.token,
+            exec,
+            result,
+            start,
+            end,
+        });
     }
 
     fn report_synth(

@@ -663,6 +663,7 @@ async fn rpc_baseline(
                 let request = HeartbeatRequest {
                     worker_id: worker_id.clone(),
                     held: vec![],
+                    runs: vec![],
                 };
                 client.heartbeat(request).await?;
             }

@@ -505,6 +505,7 @@ impl Coordinator for Service {
             return Ok(Response::new(HeartbeatReply {
                 register_again: true,
                 stop: Vec::new(),
+                finished_runs: Vec::new(),
             }));
         }
         let mut stop = Vec::new();
@@ -522,9 +523,20 @@ impl Coordinator for Service {
                 stop.push(h);
             }
         }
+        let finished_runs = req
+            .runs
+            .into_iter()
+            .filter(|id| {
+                inner
+                    .runs
+                    .get(id)
+                    .is_none_or(|run| run.finished || run.cancelled)
+            })
+            .collect();
         Ok(Response::new(HeartbeatReply {
             register_again: false,
             stop,
+            finished_runs,
         }))
     }
 

@@ -2,8 +2,9 @@
 //! batch's items become a [`Lease`] of the tests this worker discovered
 //! (an item it did not discover is reported as crashed), and the lease runs
 //! through the local engine's [`SlotCtx`]. [`SlotRun`] keeps what lives
-//! from batch to batch on a (run, slot): the `slot_setup` outcome and the
-//! persistent runners.
+//! from batch to batch on a (run, slot): the slot's containers (suites with
+//! an `environment`, started on this worker's own engine at the slot's first
+//! batch), the `slot_setup` outcome and the persistent runners.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use shoal_core::{CapturedOutput, Outcome, TestId, TestResult, now_epoch};
 use shoal_exec::Executor;
 use shoal_proto::v1::{Batch, BatchItem};
+use shoal_runner::containers::{Placement, SlotContainers};
 use shoal_runner::{Persistent, SlotCtx, SlotMessage};
 use shoal_sched::{ExecId, Execution, Lease, LeaseId, SlotId};
 use tokio::sync::mpsc;
@@ -26,10 +28,14 @@ pub const NOT_DISCOVERED: &str = "test not found by this worker's discovery";
 /// batch, persistent runners live until [`SlotRun::close`].
 #[derive(Debug, Default)]
 pub struct SlotRun {
-    /// The outcome of `slot_setup`, once it ran.
+    /// The slot's containers, once started.
+    containers: Option<SlotContainers>,
+    /// The outcome of starting the containers and `slot_setup`, once done.
     setup: Option<Result<(), String>>,
     /// Persistent runners, by suite.
     runners: HashMap<String, Persistent>,
+    /// `slot_setup` has run (after the containers started).
+    prepared: bool,
 }
 
 /// Who runs the batches: the worker's name (`SHOAL_WORKER`) and executor.
@@ -47,6 +53,7 @@ impl SlotEnv {
         &self,
         run: &PreparedRun,
         slot: u32,
+        containers: Option<&SlotContainers>,
         tx: mpsc::UnboundedSender<SlotMessage>,
         cancel: CancellationToken,
     ) -> SlotCtx {
@@ -59,9 +66,10 @@ impl SlotEnv {
             project_root: run.project_root.clone(),
             suites: run.suites.clone(),
             executor: self.executor.clone(),
-            // Container suites are refused by the client for remote runs
-            // until workers start containers of their own (issue 5).
-            executors: Default::default(),
+            executors: containers.map(|c| c.executors(slot)).unwrap_or_default(),
+            test_env: containers.map(|c| c.test_env(slot)).unwrap_or_default(),
+            hook_env: containers.map(|c| c.host_env(slot)).unwrap_or_default(),
+            service_logs: containers.map(|c| c.service_logs(slot)).unwrap_or_default(),
             tx,
             cancel,
             kill_grace: run.config.run.kill_grace,
@@ -121,8 +129,12 @@ impl SlotRun {
             items,
             deadline: None,
         };
-        let ctx = env.slot_ctx(run, slot, tx, cancel);
         if self.setup.is_none() {
+            self.setup = Some(self.start_containers(env, run, slot).await);
+        }
+        let ctx = env.slot_ctx(run, slot, self.containers.as_ref(), tx, cancel);
+        if matches!(self.setup, Some(Ok(()))) && !self.prepared {
+            self.prepared = true;
             self.setup = Some(ctx.prepare().await);
         }
         match &self.setup {
@@ -139,8 +151,39 @@ impl SlotRun {
     /// Stops the slot's persistent runners.
     pub async fn close(&mut self, env: &SlotEnv, run: &PreparedRun, slot: u32) {
         let (tx, _rx) = mpsc::unbounded_channel();
-        let ctx = env.slot_ctx(run, slot, tx, CancellationToken::new());
+        let ctx = env.slot_ctx(
+            run,
+            slot,
+            self.containers.as_ref(),
+            tx,
+            CancellationToken::new(),
+        );
         ctx.close(&mut self.runners).await;
+        if let Some(containers) = self.containers.take() {
+            containers.remove().await;
+        }
+    }
+
+    /// Starts the slot's containers on this worker's engine (suites with an
+    /// `environment`; nothing otherwise).
+    async fn start_containers(
+        &mut self,
+        env: &SlotEnv,
+        run: &PreparedRun,
+        slot: u32,
+    ) -> Result<(), String> {
+        let suites: Vec<_> = run.suites.values().map(|s| &s.config).collect();
+        let placement = Placement {
+            run_id: &run.run_id,
+            worker: &env.worker,
+            root: &run.project_root,
+            run_dir: &run.run_dir,
+        };
+        let containers = SlotContainers::start(&suites, &[slot], &placement)
+            .await
+            .map_err(|e| format!("worker {}: {e}", env.worker))?;
+        self.containers = Some(containers);
+        Ok(())
     }
 }
 

@@ -411,6 +411,7 @@ impl Worker {
             let message = HeartbeatRequest {
                 worker_id: self.worker_id.clone(),
                 held: self.held_list(),
+                runs: lock(&self.runs).keys().cloned().collect(),
             };
             let timeout = interval.clamp(Duration::from_secs(2), Duration::from_secs(10));
             let mut client = self.client.clone();
@@ -437,6 +438,7 @@ impl Worker {
                             "the coordinator stopped it",
                         );
                     }
+                    self.retire_finished(&reply.finished_runs).await;
                 }
                 Err(status) if is_unknown_worker(&status) => self.reregister(seen).await,
                 Err(status) => self.heartbeat_log.failed(&self.describe(&status)),
@@ -850,6 +852,30 @@ impl Worker {
                 );
                 self.retire(entry).await;
             }
+        }
+    }
+
+    /// Retires the runs the coordinator says are over, unless a batch of
+    /// theirs is still running (the next heartbeat asks again): their
+    /// containers and runners go now, not after [`IDLE_RUN`].
+    async fn retire_finished(&self, finished: &[String]) {
+        let over: Vec<Arc<RunEntry>> = {
+            let mut runs = lock(&self.runs);
+            let idle: Vec<&String> = finished
+                .iter()
+                .filter(|id| runs.get(*id).is_some_and(|r| r.active == 0))
+                .collect();
+            idle.into_iter()
+                .filter_map(|id| runs.remove(id))
+                .map(|r| r.entry)
+                .collect()
+        };
+        for entry in over {
+            tracing::info!(
+                "run {} is over: releasing what this worker kept for it",
+                entry.run_id
+            );
+            self.retire(entry).await;
         }
     }
 

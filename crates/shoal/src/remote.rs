@@ -63,14 +63,8 @@ pub async fn run(
     cancel: Cancel,
 ) -> anyhow::Result<RunReport> {
     let root = req.config.project_root.clone();
-    for suite in &req.config.suites {
-        if suite.environment.is_some() || !suite.services.is_empty() {
-            anyhow::bail!(
-                "suite `{}` runs in containers (`environment`/`services`): remote workers cannot start containers yet; run it locally",
-                suite.name
-            );
-        }
-    }
+    // Suites with an environment list in a container here too (the test
+    // list is the client's); each worker then starts its own.
     let discovered = shoal_runner::list(&req.config, &req.selection, &req.support_dir).await?;
     let mut tests = Vec::new();
     for d in &discovered {

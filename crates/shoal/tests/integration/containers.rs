@@ -12,7 +12,7 @@ const IMAGE: &str = "shoal-test/python:1";
 
 /// Whether the Docker engine and the test image are here; fails under CI
 /// (where `scripts/test` builds the image), explains a skip otherwise.
-fn docker_ready() -> bool {
+pub(crate) fn docker_ready() -> bool {
     let engine = Command::new("docker").arg("info").output();
     let image = Command::new("docker")
         .args(["image", "inspect", IMAGE])
@@ -39,7 +39,7 @@ fn docker_ready() -> bool {
 }
 
 /// Containers labeled with run `run_id` (running or not).
-fn containers_of(run_id: &str) -> Vec<String> {
+pub(crate) fn containers_of(run_id: &str) -> Vec<String> {
     let out = Command::new("docker")
         .args(["ps", "-aq", "--filter"])
         .arg(format!("label=org.shoal.run={run_id}"))

@@ -904,3 +904,47 @@ fn a_test_that_kills_its_worker_is_a_crash_after_a_few_tries() {
         "the test was retried on new workers ({started})"
     );
 }
+
+/// A suite with an `environment` on a remote worker: the worker starts the
+/// slot containers on its own engine and removes them when the run ends.
+#[test]
+fn a_container_suite_runs_in_containers_on_a_remote_worker() {
+    if !crate::containers::docker_ready() {
+        return;
+    }
+    let mut c = Cluster::of_fixture("container-project", &Backend::Sqlite, "10s", "127.0.0.1");
+    c.start_worker("w1", 2);
+    let out = c.client("remote").run();
+    out.assert_code(1);
+    let events = c.events("remote");
+    let finals = final_statuses(&events);
+    let status = |name: &str| {
+        finals
+            .get(&format!("tests/test_in_container.py::{name}"))
+            .map(|(s, _)| s.clone())
+    };
+    assert_eq!(
+        status("test_runs_in_a_container").as_deref(),
+        Some("passed"),
+        "{}",
+        out.dump()
+    );
+    assert_eq!(
+        status("test_environment_reaches_the_test").as_deref(),
+        Some("passed")
+    );
+    assert_eq!(status("test_fails_on_purpose").as_deref(), Some("failed"));
+    assert!(events.finals().iter().all(|a| a.worker == "w1"));
+    let run_id = events.run_finished()["run_id"]
+        .as_str()
+        .expect("run id")
+        .to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !crate::containers::containers_of(&run_id).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker removes the run's containers once the run is over"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
