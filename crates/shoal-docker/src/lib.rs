@@ -1,9 +1,12 @@
-//! Docker for shoal: a long-lived container per slot ([`SlotContainer`]),
-//! the [`DockerExecutor`] running processes in it through the exec API with
-//! the same contract as the local process executor, per-slot networks, and
-//! the [`reap`]er that removes what crashed runs left behind. A slot's
-//! services run in [`ServiceContainer`]s on the slot's network, and
-//! [`wait_ready`] waits until a service (any container) is ready.
+//! Docker for shoal: a long-lived container per slot ([`SlotContainer`]) or
+//! one per batch ([`PerBatchExecutor`]), the [`DockerExecutor`] running
+//! processes in it through the exec API with the same contract as the local
+//! process executor, per-slot networks, and the [`reap`]er that removes what
+//! crashed runs left behind. A slot's services run in [`ServiceContainer`]s
+//! on the slot's network, and [`wait_ready`] waits until a service (any
+//! container) is ready; a compose file runs as a [`ComposeProject`] per
+//! slot; [`ensure_image`] builds a Dockerfile's image unless one of the same
+//! context digest exists.
 //!
 //! Everything shoal creates carries the [`labels`] `org.shoal.managed=1`,
 //! the run, slot and worker, and the owner process. The engine is reached

@@ -248,3 +248,74 @@ fn isolation_batch_gives_every_batch_a_fresh_container() {
         "per-batch containers are removed"
     );
 }
+
+#[test]
+fn a_dockerfile_suite_builds_its_image_once_and_runs_in_it() {
+    if !docker_ready() {
+        return;
+    }
+    let project = Project::copy_of("container-project");
+    let config = std::fs::read_to_string(project.root().join("shoal.toml")).expect("config");
+    // A suite name of its own, so the image tag is this test's alone.
+    let suite = format!("df{}", std::process::id());
+    project.write(
+        "shoal.toml",
+        &config
+            .replace("[suites.py]", &format!("[suites.{suite}]"))
+            .replace(
+                "[suites.py.environment]",
+                &format!("[suites.{suite}.environment]"),
+            )
+            .replace(
+                "image = \"shoal-test/python:1\"",
+                "dockerfile = \"ci/test.Dockerfile\"\ncontext = \"ci\"",
+            ),
+    );
+    project.write(
+        "ci/test.Dockerfile",
+        "FROM shoal-test/python:1\nCOPY marker.txt /built-by-shoal\n",
+    );
+    project.write("ci/marker.txt", "from the build context\n");
+    project.write(
+        "tests/test_built.py",
+        "def test_runs_in_the_built_image():\n    assert open('/built-by-shoal').read() == 'from the build context\\n'\n",
+    );
+    let images = || {
+        let out = Command::new("docker")
+            .args(["images", "-q", &format!("shoal-build/{suite}")])
+            .output()
+            .expect("docker images");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let first = project
+        .shoal(["run", "-j", "1", "tests/test_built.py"])
+        .run();
+    first.assert_code(0);
+    let built = images();
+    assert_eq!(
+        built.len(),
+        1,
+        "one image built: {built:?}\n{}",
+        first.dump()
+    );
+    // Unchanged context: the same image, not a new build.
+    project
+        .shoal(["run", "-j", "1", "tests/test_built.py"])
+        .run()
+        .assert_code(0);
+    assert_eq!(images(), built);
+    // A changed context file: a new image.
+    project.write("ci/marker.txt", "changed\n");
+    let changed = project
+        .shoal(["run", "-j", "1", "tests/test_built.py"])
+        .run();
+    changed.assert_code(1);
+    assert_eq!(images().len(), 2, "{}", changed.dump());
+    let _ = Command::new("docker")
+        .args(["rmi", "-f"])
+        .args(images())
+        .output();
+}
