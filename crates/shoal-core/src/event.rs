@@ -39,6 +39,10 @@ pub struct RunStarted {
     /// Sum of the estimated durations of every planned execution, seconds.
     pub estimated_work: f64,
     pub start: f64,
+    /// The seed the test order was shuffled with (`--shuffle`); absent for
+    /// the usual longest-first order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

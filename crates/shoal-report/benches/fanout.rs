@@ -26,6 +26,7 @@ fn events() -> Vec<Event> {
         retries: 0,
         estimated_work: EVENTS as f64 * 0.01,
         start: 1.8e9,
+        seed: None,
     })];
     let mut counts = RunCounts::default();
     for i in 0..EVENTS {

@@ -151,6 +151,10 @@ impl TerminalReporter {
         if run.retries > 0 {
             extras.push(plural(run.retries as usize, "retry", "retries"));
         }
+        if let Some(seed) = run.seed {
+            // What it takes to replay the order.
+            extras.push(format!("shuffled: --shuffle={seed}"));
+        }
         let mut line = format!(
             "{} {} on {}",
             self.styles.header.apply_to("Starting"),
@@ -663,6 +667,23 @@ mod tests {
             slow_threshold: Duration::from_secs(1),
             ..TerminalOptions::default()
         }
+    }
+
+    #[test]
+    fn a_shuffled_run_says_how_to_replay_its_order() {
+        let mut events = scripted_run();
+        if let Event::RunStarted(r) = &mut events[0] {
+            r.seed = Some(4242);
+        }
+        let out = render(plain(), &events);
+        assert!(
+            out.lines()
+                .next()
+                .unwrap_or("")
+                .contains("shuffled: --shuffle=4242"),
+            "{out}"
+        );
+        assert!(!render(plain(), &scripted_run()).contains("shuffle"));
     }
 
     #[test]

@@ -103,6 +103,7 @@ pub(crate) fn run_started(planned: usize, retries: u32, estimated_work: f64) -> 
         retries,
         estimated_work,
         start: T0,
+        seed: None,
     })
 }
 

@@ -259,6 +259,8 @@ pub struct RunRequest {
     pub keep_scratch: bool,
     /// Reuse a suite's cached test list when its inputs are unchanged.
     pub discovery_cache: bool,
+    /// Shuffle the test order with this seed instead of longest first.
+    pub shuffle: Option<u64>,
 }
 
 /// How a run ended.
@@ -389,6 +391,7 @@ pub async fn run(
         let sched = Scheduler::new(
             SchedConfig {
                 retry_threshold: req.config.run.retry_threshold,
+                shuffle: req.shuffle,
                 ..SchedConfig::default()
             },
             planned,
@@ -416,6 +419,7 @@ pub async fn run(
                 retries: req.retries.unwrap_or(req.config.run.retries),
                 estimated_work,
                 start,
+                seed: req.shuffle,
             }),
         );
         for d in &discovered {

@@ -27,6 +27,10 @@ pub struct SchedConfig {
     /// it issued before, so late results of the old incarnation stay stale
     /// even though lease ids start again at 1.
     pub token_base: u64,
+    /// Run tests in an order shuffled with this seed instead of longest
+    /// first (`--shuffle`): the same seed and tests give the same order, so
+    /// an order-dependent failure can be replayed.
+    pub shuffle: Option<u64>,
 }
 
 impl Default for SchedConfig {
@@ -37,6 +41,7 @@ impl Default for SchedConfig {
             max_requeues: 3,
             lease_timeout: None,
             token_base: 0,
+            shuffle: None,
         }
     }
 }

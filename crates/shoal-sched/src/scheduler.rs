@@ -195,6 +195,24 @@ pub struct Scheduler {
     batch_seq: u64,
 }
 
+/// Fisher-Yates with splitmix64: small, seeded, and the same on every
+/// platform and release (a seed printed by one run replays on another).
+fn shuffle<T>(items: &mut [T], seed: u64) {
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    for i in (1..items.len()).rev() {
+        // Multiply-shift: unbiased enough for ordering tests.
+        let j = ((u128::from(next()) * (i as u128 + 1)) >> 64) as usize;
+        items.swap(i, j);
+    }
+}
+
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -229,12 +247,20 @@ impl Scheduler {
 
         // Sort a permutation, not the (large) tests themselves.
         let mut order: Vec<usize> = (0..tests.len()).collect();
-        order.sort_unstable_by(|&a, &b| {
-            let (a, b) = (&tests[a], &tests[b]);
-            b.estimate
-                .cmp(&a.estimate)
-                .then_with(|| a.case.id.cmp(&b.case.id))
-        });
+        match cfg.shuffle {
+            None => order.sort_unstable_by(|&a, &b| {
+                let (a, b) = (&tests[a], &tests[b]);
+                b.estimate
+                    .cmp(&a.estimate)
+                    .then_with(|| a.case.id.cmp(&b.case.id))
+            }),
+            Some(seed) => {
+                // From the tests' ids, not the order they came in, so that
+                // a seed names one order of a given set of tests.
+                order.sort_unstable_by(|&a, &b| tests[a].case.id.cmp(&tests[b].case.id));
+                shuffle(&mut order, seed);
+            }
+        }
         let mut tests: Vec<Option<PlannedTest>> = tests.into_iter().map(Some).collect();
         let tests = order.into_iter().filter_map(|i| tests[i].take());
         let mut suite_index: HashMap<String, usize> = HashMap::new();

@@ -733,6 +733,7 @@ impl Coordinator for Service {
             dirty: req.dirty,
             selection: req.selection.clone(),
             repeat: req.repeat.max(1),
+            shuffle: req.shuffle_seed,
             submitted: now_epoch(),
             tests: planned
                 .iter()
@@ -815,6 +816,7 @@ impl Coordinator for Service {
                 retries: spec.retries.unwrap_or(0),
                 estimated_work,
                 start: spec.submitted,
+                seed: spec.shuffle,
             },
         ));
         tracing::info!(run = %run_id, user = %spec.user, tests = spec.tests.len(), "run submitted");

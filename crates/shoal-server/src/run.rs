@@ -33,6 +33,9 @@ pub struct RunSpec {
     pub submitted: f64,
     /// In submission order, with the estimates planning used.
     pub tests: Vec<SpecTest>,
+    /// The shuffle seed, if the run was submitted with `--shuffle`.
+    #[serde(default)]
+    pub shuffle: Option<u64>,
 }
 
 /// One planned test of a [`RunSpec`].
@@ -110,6 +113,7 @@ impl Run {
             lease_timeout: Some(lease_timeout),
             token_base,
             max_requeues,
+            shuffle: spec.shuffle,
             ..SchedConfig::default()
         };
         let sched = Scheduler::new(cfg, spec.planned(), spec.repeat.max(1), &[])?;

@@ -107,6 +107,10 @@ struct RunArgs {
     /// Run every selected test N times.
     #[arg(long, env = "SHOAL_REPEAT", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     repeat: Option<u32>,
+    /// Run the tests in a shuffled order (to expose order dependence); the
+    /// seed is printed, and `--shuffle=SEED` replays that order.
+    #[arg(long, value_name = "SEED", num_args = 0..=1, require_equals = true)]
+    shuffle: Option<Option<u64>>,
     /// Per-test timeout for every suite, e.g. "30s" or "2m".
     #[arg(long, env = "SHOAL_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     timeout: Option<std::time::Duration>,
@@ -451,6 +455,7 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
         worker: "local".into(),
         keep_scratch: args.keep_scratch,
         discovery_cache: !args.no_discovery_cache,
+        shuffle: args.shuffle.map(|seed| seed.unwrap_or_else(random_seed)),
         config,
     };
     let fail_on_flaky = req.config.run.fail_on_flaky;
@@ -465,6 +470,7 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
                 selection: req.selection,
                 repeat: req.repeat,
                 retries: req.retries,
+                shuffle: req.shuffle,
                 support_dir: support_dir.clone(),
             };
             let res = remote::run(&r, remote_req, &mut fanout, cancel).await;
@@ -491,6 +497,20 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
         return ShoalExitCode::Infrastructure;
     }
     ShoalExitCode::from_run(report.exit_code(fail_on_flaky))
+}
+
+/// A seed for `--shuffle` without one: different on every run.
+pub(crate) fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    // Short enough to type back in.
+    h.finish() % 1_000_000_000
 }
 
 /// First Ctrl-C or SIGTERM: `announce` it and cancel `cancel` (the caller

@@ -53,6 +53,8 @@ pub struct RemoteRun {
     pub repeat: u32,
     pub retries: Option<u32>,
     pub support_dir: PathBuf,
+    /// Shuffle seed (`--shuffle`).
+    pub shuffle: Option<u64>,
 }
 
 /// Runs on the coordinator; returns like a local run.
@@ -168,6 +170,7 @@ pub async fn run(
             user,
             commit: git.commit.clone(),
             dirty: git.dirty,
+            shuffle_seed: req.shuffle,
         })
         .await
         .map_err(|s| status_error("submitting the run", s))?

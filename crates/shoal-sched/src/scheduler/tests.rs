@@ -879,3 +879,44 @@ fn resume_adopts_held_leases_with_their_old_tokens_and_a_fresh_deadline() {
     assert_eq!(expired[0].lease, l.id);
     assert_eq!(s.queued(), 1);
 }
+
+/// The order one slot runs `n` single-test batches in, shuffled with `seed`.
+fn shuffled_order(seed: u64, input: &[&str]) -> Vec<String> {
+    let tests = input
+        .iter()
+        .map(|name| {
+            let mut t = test("s", name, 100);
+            t.max_batch = 1;
+            t
+        })
+        .collect();
+    let cfg = SchedConfig {
+        shuffle: Some(seed),
+        ..SchedConfig::default()
+    };
+    let mut s = Scheduler::new(cfg, tests, 1, &[A]).expect("valid plan");
+    std::iter::from_fn(|| run_batch(&mut s, A, Outcome::Pass))
+        .map(|(l, _)| names(&l).concat())
+        .collect()
+}
+
+#[test]
+fn a_shuffle_seed_names_one_order_whatever_the_input_order() {
+    let names: Vec<String> = (0..40).map(|i| format!("t{i:02}")).collect();
+    let forward: Vec<&str> = names.iter().map(String::as_str).collect();
+    let backward: Vec<&str> = forward.iter().rev().copied().collect();
+    let a = shuffled_order(7, &forward);
+    assert_eq!(a, shuffled_order(7, &backward), "same seed, same order");
+    let mut sorted = a.clone();
+    sorted.sort();
+    assert_eq!(sorted, forward, "a permutation of the tests");
+    assert_ne!(a, forward, "not the id order");
+    let b = shuffled_order(8, &forward);
+    assert_ne!(a, b, "another seed, another order");
+    // Every test lands in every position for some seed: no fixed points
+    // built into the shuffle (40 seeds, 40 tests).
+    let firsts: std::collections::HashSet<String> = (0..200)
+        .map(|seed| shuffled_order(seed, &forward)[0].clone())
+        .collect();
+    assert!(firsts.len() > 30, "{} distinct first tests", firsts.len());
+}

@@ -84,6 +84,7 @@ impl Harness {
                 .gen_bool(0.5)
                 .then(|| Duration::from_secs(rng.gen_range(1..=5))),
             token_base: rng.r#gen(),
+            shuffle: rng.gen_bool(0.5).then(|| rng.r#gen()),
         };
         let workers = rng.gen_range(1..=2);
         let slots: Vec<SlotId> = (0..rng.gen_range(1..=4))
