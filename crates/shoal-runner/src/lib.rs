@@ -54,6 +54,9 @@ pub struct Selection {
     pub patterns: Vec<String>,
     /// Suite names; empty: all suites.
     pub suites: Vec<String>,
+    /// Exactly these tests (with the other criteria); empty: no such limit.
+    /// `shoal stress` narrows each round to the tests still undecided.
+    pub ids: std::collections::HashSet<TestId>,
 }
 
 impl Selection {
@@ -73,7 +76,8 @@ impl Selection {
     }
 
     fn wants_test(&self, id: &TestId) -> bool {
-        self.patterns.is_empty() || self.patterns.iter().any(|p| id.name.contains(p.as_str()))
+        (self.patterns.is_empty() || self.patterns.iter().any(|p| id.name.contains(p.as_str())))
+            && (self.ids.is_empty() || self.ids.contains(id))
     }
 }
 
@@ -261,6 +265,10 @@ pub struct RunRequest {
     pub discovery_cache: bool,
     /// Shuffle the test order with this seed instead of longest first.
     pub shuffle: Option<u64>,
+    /// Run the tests in exactly this order (tests not listed follow, in
+    /// the usual order); with one slot, one after the other in one runner.
+    /// `shoal bisect-order` replays a slot's recorded order this way.
+    pub order: Option<Vec<TestId>>,
 }
 
 /// How a run ended.
@@ -379,6 +387,12 @@ pub async fn run(
             shoal_sched::fill_estimates(&mut tests, &known, cfg.default_duration);
             planned.extend(tests);
         }
+        if let Some(order) = &req.order {
+            let position: HashMap<&TestId, usize> =
+                order.iter().enumerate().map(|(i, id)| (id, i)).collect();
+            // Stable: unlisted tests keep their relative order, after.
+            planned.sort_by_key(|p| position.get(&p.case.id).copied().unwrap_or(usize::MAX));
+        }
         let retries_enabled = planned.iter().any(|p| p.retries > 0);
         let estimated_work: f64 = planned
             .iter()
@@ -392,6 +406,7 @@ pub async fn run(
             SchedConfig {
                 retry_threshold: req.config.run.retry_threshold,
                 shuffle: req.shuffle,
+                keep_order: req.order.is_some(),
                 ..SchedConfig::default()
             },
             planned,

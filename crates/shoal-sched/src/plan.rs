@@ -31,6 +31,9 @@ pub struct SchedConfig {
     /// first (`--shuffle`): the same seed and tests give the same order, so
     /// an order-dependent failure can be replayed.
     pub shuffle: Option<u64>,
+    /// Keep the order the tests were given in (a replay of a recorded
+    /// order); takes precedence over `shuffle`.
+    pub keep_order: bool,
 }
 
 impl Default for SchedConfig {
@@ -42,6 +45,7 @@ impl Default for SchedConfig {
             lease_timeout: None,
             token_base: 0,
             shuffle: None,
+            keep_order: false,
         }
     }
 }

@@ -248,6 +248,7 @@ impl Scheduler {
         // Sort a permutation, not the (large) tests themselves.
         let mut order: Vec<usize> = (0..tests.len()).collect();
         match cfg.shuffle {
+            _ if cfg.keep_order => {}
             None => order.sort_unstable_by(|&a, &b| {
                 let (a, b) = (&tests[a], &tests[b]);
                 b.estimate

@@ -317,6 +317,7 @@ async fn list_cmd(root: &Path, args: ListArgs) -> ShoalExitCode {
     let selection = Selection {
         patterns: args.select.patterns,
         suites: args.select.suites,
+        ..Selection::default()
     };
     let support = tempdir_in_state(root);
     let found = shoal_runner::list(&config, &selection, &support).await;
@@ -382,6 +383,7 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
     let selection = Selection {
         patterns: args.select.patterns,
         suites: args.select.suites,
+        ..Selection::default()
     };
     if let Err(e) = selection.check(&config) {
         return fail(engine_exit(&e), e);
@@ -456,6 +458,7 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
         keep_scratch: args.keep_scratch,
         discovery_cache: !args.no_discovery_cache,
         shuffle: args.shuffle.map(|seed| seed.unwrap_or_else(random_seed)),
+        order: None,
         config,
     };
     let fail_on_flaky = req.config.run.fail_on_flaky;

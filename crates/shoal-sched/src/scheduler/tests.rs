@@ -920,3 +920,25 @@ fn a_shuffle_seed_names_one_order_whatever_the_input_order() {
         .collect();
     assert!(firsts.len() > 30, "{} distinct first tests", firsts.len());
 }
+
+#[test]
+fn keep_order_leases_in_the_given_order_whatever_the_estimates() {
+    let tests: Vec<PlannedTest> = [("c", 10), ("a", 500), ("b", 100)]
+        .into_iter()
+        .map(|(name, est)| {
+            let mut t = test("s", name, est);
+            t.max_batch = 1;
+            t
+        })
+        .collect();
+    let cfg = SchedConfig {
+        keep_order: true,
+        shuffle: Some(3),
+        ..SchedConfig::default()
+    };
+    let mut s = Scheduler::new(cfg, tests, 1, &[A]).expect("valid plan");
+    let order: Vec<String> = std::iter::from_fn(|| run_batch(&mut s, A, Outcome::Pass))
+        .map(|(l, _)| names(&l).concat())
+        .collect();
+    assert_eq!(order, ["c", "a", "b"]);
+}

@@ -85,6 +85,7 @@ impl Harness {
                 .then(|| Duration::from_secs(rng.gen_range(1..=5))),
             token_base: rng.r#gen(),
             shuffle: rng.gen_bool(0.5).then(|| rng.r#gen()),
+            keep_order: rng.gen_bool(0.2),
         };
         let workers = rng.gen_range(1..=2);
         let slots: Vec<SlotId> = (0..rng.gen_range(1..=4))
