@@ -5,6 +5,7 @@ mod exit_code;
 mod init;
 mod remote;
 mod serve;
+mod stress;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use exit_code::ShoalExitCode;
@@ -45,6 +46,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run tests for a coordinator: lease batches, run them, report.
     Worker(serve::WorkerArgs),
+    /// Run tests over and over until each is decided flaky or stable (SPRT),
+    /// in parallel and shuffled; prints failures, runs and a 95% interval.
+    Stress(stress::StressArgs),
     /// Cancel a run on a coordinator (its tests are killed on every worker).
     Cancel {
         /// The run's id (printed by `shoal run --server`).
@@ -227,6 +231,7 @@ async fn real_main(cli: Cli) -> ShoalExitCode {
         Command::Init { force } => init_cmd(&root, force),
         Command::List(args) => list_cmd(&root, args).await,
         Command::Run(args) => run_cmd(&root, args).await,
+        Command::Stress(args) => stress::stress_cmd(&root, args).await,
         Command::Serve(args) => serve::serve_cmd(&root, args).await,
         Command::Worker(args) => serve::worker_cmd(args).await,
         Command::Cancel { run_id, remote } => {
@@ -400,12 +405,7 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
             Ok(s) => Arc::new(s),
             Err(e) => return fail(ShoalExitCode::Infrastructure, e),
         };
-    let slots = match args.slots.or(Some(config.run.slots).filter(|s| *s > 0)) {
-        Some(n) => n,
-        None => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-    };
+    let slots = resolve_slots(args.slots, &config);
     let color = match args.color {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
@@ -500,6 +500,16 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
         return ShoalExitCode::Infrastructure;
     }
     ShoalExitCode::from_run(report.exit_code(fail_on_flaky))
+}
+
+/// `-j N`, else the config's `slots`, else the machine's logical cores.
+fn resolve_slots(arg: Option<usize>, config: &shoal_core::config::Config) -> usize {
+    match arg.or(Some(config.run.slots).filter(|s| *s > 0)) {
+        Some(n) => n,
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+    }
 }
 
 /// A seed for `--shuffle` without one: different on every run.

@@ -18,4 +18,5 @@ mod persistent;
 mod pytest;
 mod reference;
 mod retries;
+mod stress;
 mod support;
