@@ -1,6 +1,7 @@
 //! The `shoal` binary: parses the command line, wires the engine, reporters
 //! and store together, and maps every outcome to a documented exit code.
 
+mod bisect;
 mod exit_code;
 mod init;
 mod remote;
@@ -49,6 +50,9 @@ enum Command {
     /// Run tests over and over until each is decided flaky or stable (SPRT),
     /// in parallel and shuffled; prints failures, runs and a 95% interval.
     Stress(stress::StressArgs),
+    /// Find the first commit at which a test became flaky (runs it enough
+    /// times at each step, in temporary worktrees).
+    BisectFlake(bisect::BisectFlakeArgs),
     /// Cancel a run on a coordinator (its tests are killed on every worker).
     Cancel {
         /// The run's id (printed by `shoal run --server`).
@@ -232,6 +236,7 @@ async fn real_main(cli: Cli) -> ShoalExitCode {
         Command::List(args) => list_cmd(&root, args).await,
         Command::Run(args) => run_cmd(&root, args).await,
         Command::Stress(args) => stress::stress_cmd(&root, args).await,
+        Command::BisectFlake(args) => bisect::bisect_flake_cmd(&root, args).await,
         Command::Serve(args) => serve::serve_cmd(&root, args).await,
         Command::Worker(args) => serve::worker_cmd(args).await,
         Command::Cancel { run_id, remote } => {

@@ -139,9 +139,9 @@ impl Tracker {
 /// Collects every final attempt's outcome (with its start time, to feed
 /// them in the order they ran) and prints one line per round.
 #[derive(Debug, Default)]
-struct Collector {
-    seen: Vec<(f64, TestId, bool)>,
-    interrupted: bool,
+pub(crate) struct Collector {
+    pub(crate) seen: Vec<(f64, TestId, bool)>,
+    pub(crate) interrupted: bool,
 }
 
 impl Reporter for Collector {

@@ -2,6 +2,7 @@
 //! copies of the real fixture projects (pytest, Cargo, command), and what it
 //! reports is checked against what the tools' own runners report.
 
+mod bisect;
 mod cargo;
 mod chaos;
 mod command;
