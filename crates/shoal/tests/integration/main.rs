@@ -19,5 +19,6 @@ mod persistent;
 mod pytest;
 mod reference;
 mod retries;
+mod services;
 mod stress;
 mod support;
