@@ -4,6 +4,7 @@
 //! Errors in user-written config are [`miette`] diagnostics that point at the
 //! offending key (file:line:col).
 
+use crate::model::TestId;
 use miette::{Diagnostic, NamedSource, SourceSpan};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -183,6 +184,27 @@ pub struct ConfigFile {
     pub hooks: HooksSection,
     #[serde(default)]
     pub suites: BTreeMap<String, Spanned<SuiteSection>>,
+    #[serde(default)]
+    pub quarantine: QuarantineSection,
+}
+
+/// `[quarantine]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineSection {
+    /// `SUITE::NAME` entries.
+    pub tests: Option<Vec<Spanned<String>>>,
+    /// Thresholds for automatic quarantine; absent: none.
+    pub auto: Option<Spanned<AutoQuarantineSection>>,
+}
+
+/// `[quarantine] auto = { ... }` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoQuarantineSection {
+    pub min_runs: Option<Spanned<u64>>,
+    pub min_rate: Option<Spanned<f64>>,
+    pub max_rate: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -319,6 +341,110 @@ pub struct SuiteConfig {
     pub services: crate::environment::Services,
 }
 
+/// Tests that run and are reported as usual but whose failures do not fail
+/// the run (`[quarantine]`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Quarantine {
+    /// `[quarantine] tests`, in file order, without duplicates. An entry
+    /// need not name a test that exists (it may on another branch).
+    pub tests: Vec<TestId>,
+    /// Automatic quarantine of flaky tests; `None`: off.
+    pub auto: Option<AutoQuarantine>,
+}
+
+/// Thresholds for automatic quarantine (the same meaning as
+/// `shoal_stats::QuarantinePolicy`): a test history calls flaky, with at
+/// least `min_runs` observations and a failure rate within
+/// `[min_rate, max_rate]`. A test that fails consistently is broken, not
+/// flaky, and never quarantined automatically.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AutoQuarantine {
+    pub min_runs: u64,
+    pub min_rate: f64,
+    pub max_rate: f64,
+}
+
+impl Default for AutoQuarantine {
+    /// The values of keys left out of `auto = { ... }`.
+    fn default() -> Self {
+        Self {
+            min_runs: 20,
+            min_rate: 0.01,
+            max_rate: 0.5,
+        }
+    }
+}
+
+/// Separates suite and test name in a quarantine entry: `SUITE::NAME`.
+pub const TEST_ENTRY_SEPARATOR: &str = "::";
+
+/// `id` written as a quarantine entry, `SUITE::NAME`.
+pub fn test_entry(id: &TestId) -> String {
+    format!("{}{TEST_ENTRY_SEPARATOR}{}", id.suite, id.name)
+}
+
+/// A quarantine entry that cannot name a test.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TestEntryError {
+    #[error("`{entry}` is not a test id: expected SUITE::NAME")]
+    Syntax { entry: String },
+    #[error("`{entry}` names no suite of this config (it defines: {suites})")]
+    UnknownSuite { entry: String, suites: String },
+    #[error("`{entry}` has no test name after `{suite}::`")]
+    EmptyName { entry: String, suite: String },
+}
+
+impl TestEntryError {
+    /// What to do about it.
+    pub fn help(&self) -> String {
+        match self {
+            TestEntryError::Syntax { .. } => "write the suite, `::`, then the test's name as `shoal list` prints it (`shoal list` prints `SUITE NAME`), e.g. \"py::tests/test_api.py::test_login\"".into(),
+            TestEntryError::UnknownSuite { .. } => "the part before the first `::` must be a suite of this shoal.toml".into(),
+            TestEntryError::EmptyName { .. } => "add the test's name as `shoal list` prints it".into(),
+        }
+    }
+}
+
+/// Parses a quarantine entry `SUITE::NAME`, where `SUITE` must be one of
+/// `suites` (the longest that fits, should one suite name be a prefix of
+/// another) and `NAME` is the adapter's exact test name, which may itself
+/// contain `::` (pytest node ids do).
+pub fn parse_test_entry<'a>(
+    entry: &str,
+    suites: impl IntoIterator<Item = &'a str>,
+) -> Result<TestId, TestEntryError> {
+    let suites: Vec<&str> = suites.into_iter().collect();
+    let suite = suites
+        .iter()
+        .filter(|s| {
+            entry
+                .strip_prefix(**s)
+                .is_some_and(|rest| rest.starts_with(TEST_ENTRY_SEPARATOR))
+        })
+        .max_by_key(|s| s.len());
+    match suite {
+        Some(suite) => {
+            let name = &entry[suite.len() + TEST_ENTRY_SEPARATOR.len()..];
+            if name.is_empty() {
+                return Err(TestEntryError::EmptyName {
+                    entry: entry.to_owned(),
+                    suite: (*suite).to_owned(),
+                });
+            }
+            Ok(TestId::new(*suite, name))
+        }
+        None => match entry.split_once(TEST_ENTRY_SEPARATOR) {
+            Some((prefix, _)) if !prefix.is_empty() => Err(TestEntryError::UnknownSuite {
+                entry: entry.to_owned(),
+                suites: suites.join(", "),
+            }),
+            _ => Err(TestEntryError::Syntax {
+                entry: entry.to_owned(),
+            }),
+        },
+    }
+}
+
 /// The resolved configuration of a project.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -328,6 +454,7 @@ pub struct Config {
     pub run: RunSettings,
     pub hooks: HooksSection,
     pub suites: Vec<SuiteConfig>,
+    pub quarantine: Quarantine,
 }
 
 impl PartialEq for HooksSection {
@@ -402,12 +529,14 @@ impl Config {
                 Some("add e.g.\n[suites.tests]\nadapter = \"pytest\"\n(or delete shoal.toml to let shoal detect pytest and cargo projects)".into()),
             ));
         }
+        let quarantine = resolve_quarantine(&ctx, &file.quarantine, &suites)?;
         Ok(Config {
             path: Some(project_root.join(display_name)),
             project_root: project_root.to_owned(),
             run,
             hooks: file.hooks,
             suites,
+            quarantine,
         })
     }
 
@@ -447,8 +576,97 @@ impl Config {
             run,
             hooks: HooksSection::default(),
             suites,
+            quarantine: Quarantine::default(),
         }
     }
+}
+
+fn resolve_quarantine(
+    ctx: &Ctx,
+    file: &QuarantineSection,
+    suites: &[SuiteConfig],
+) -> Result<Quarantine, Box<ConfigError>> {
+    let mut tests: Vec<TestId> = Vec::new();
+    for entry in file.tests.iter().flatten() {
+        let id = parse_test_entry(entry.get_ref(), suites.iter().map(|s| s.name.as_str()))
+            .map_err(|e| {
+                ctx.err(
+                    Some(entry.span()),
+                    format!("invalid quarantine entry: {e}"),
+                    "here",
+                    Some(e.help()),
+                )
+            })?;
+        if !tests.contains(&id) {
+            tests.push(id);
+        }
+    }
+    let auto = match &file.auto {
+        None => None,
+        Some(auto) => Some(resolve_auto_quarantine(ctx, auto.get_ref())?),
+    };
+    Ok(Quarantine { tests, auto })
+}
+
+fn resolve_auto_quarantine(
+    ctx: &Ctx,
+    file: &AutoQuarantineSection,
+) -> Result<AutoQuarantine, Box<ConfigError>> {
+    let def = AutoQuarantine::default();
+    if let Some(n) = &file.min_runs {
+        if *n.get_ref() == 0 {
+            return Err(ctx.err(
+                Some(n.span()),
+                "quarantine.auto.min_runs must be at least 1",
+                "zero",
+                Some(format!(
+                    "the runs of a test history must show before it is quarantined (default {})",
+                    def.min_runs
+                )),
+            ));
+        }
+    }
+    let rate = |v: &Option<Spanned<f64>>, key: &str, default: f64| {
+        let Some(v) = v else { return Ok(default) };
+        if (0.0..=1.0).contains(v.get_ref()) {
+            Ok(*v.get_ref())
+        } else {
+            Err(ctx.err(
+                Some(v.span()),
+                format!("quarantine.auto.{key} must be between 0.0 and 1.0"),
+                "out of range",
+                Some("a failure rate: 0.05 is 5% of runs".into()),
+            ))
+        }
+    };
+    let min_rate = rate(&file.min_rate, "min_rate", def.min_rate)?;
+    let max_rate = rate(&file.max_rate, "max_rate", def.max_rate)?;
+    if min_rate > max_rate {
+        let span = file
+            .max_rate
+            .as_ref()
+            .or(file.min_rate.as_ref())
+            .map(|v| v.span());
+        return Err(ctx.err(
+            span,
+            format!(
+                "quarantine.auto.max_rate ({max_rate}) is below min_rate ({min_rate})"
+            ),
+            "below min_rate",
+            Some(format!(
+                "tests failing between min_rate and max_rate of their runs are quarantined; defaults: min_rate = {}, max_rate = {}",
+                def.min_rate, def.max_rate
+            )),
+        ));
+    }
+    Ok(AutoQuarantine {
+        min_runs: file
+            .min_runs
+            .as_ref()
+            .map_or(def.min_runs, |n| *n.get_ref()),
+        min_rate,
+        max_rate,
+    })
 }
 
 fn resolve_run(
@@ -853,6 +1071,150 @@ run = ["./run.sh", "--junit", "{junit}", "{tests}"]
     fn out_of_range_threshold() {
         let e = parse("[run]\nretry_threshold = 1.5\n[suites.a]\nadapter=\"cargo\"\n").unwrap_err();
         assert!(e.message.contains("retry_threshold"));
+    }
+
+    const TWO_SUITES: &str =
+        "[suites.py]\nadapter = \"pytest\"\n[suites.rs]\nadapter = \"cargo\"\n";
+
+    #[test]
+    fn quarantine_entries_resolve_to_test_ids() {
+        let c = parse(&format!(
+            "{TWO_SUITES}[quarantine]\ntests = [\n  \"py::tests/test_a.py::test_x[a b]\",\n  \"rs::shoal-core config::tests::t\",\n  \"py::tests/test_a.py::test_x[a b]\",\n]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.quarantine.tests,
+            [
+                TestId::new("py", "tests/test_a.py::test_x[a b]"),
+                TestId::new("rs", "shoal-core config::tests::t"),
+            ],
+            "names keep their own `::` and spaces; duplicates collapse"
+        );
+        assert_eq!(c.quarantine.auto, None, "no auto table: no auto-quarantine");
+        assert_eq!(
+            test_entry(&c.quarantine.tests[0]),
+            "py::tests/test_a.py::test_x[a b]"
+        );
+        assert_eq!(parse(TWO_SUITES).unwrap().quarantine, Quarantine::default());
+    }
+
+    #[test]
+    fn quarantine_entry_without_suite_is_located() {
+        let e = parse(&format!(
+            "{TWO_SUITES}[quarantine]\ntests = [\"py::ok\", \"tests/test_a.py\"]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.message
+                .contains("`tests/test_a.py` is not a test id: expected SUITE::NAME"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.line_col(), Some((6, 20)));
+        assert!(e.help.unwrap().contains("shoal list"));
+    }
+
+    #[test]
+    fn quarantine_entry_of_unknown_suite_is_located() {
+        let e = parse(&format!(
+            "{TWO_SUITES}[quarantine]\ntests = [\n    \"pyy::tests/test_a.py::t\",\n]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.message
+                .contains("names no suite of this config (it defines: py, rs)"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.line_col(), Some((7, 5)));
+        // The `shoal list` spelling (a space) is not an entry.
+        let e = parse(&format!(
+            "{TWO_SUITES}[quarantine]\ntests = [\"py tests/test_a.py::t\"]\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("names no suite"), "{}", e.message);
+        let e = parse(&format!("{TWO_SUITES}[quarantine]\ntests = [\"py::\"]\n")).unwrap_err();
+        assert!(e.message.contains("no test name"), "{}", e.message);
+        assert_eq!(e.line_col(), Some((6, 10)));
+    }
+
+    #[test]
+    fn quarantine_unknown_key_and_wrong_type_are_located() {
+        let e = parse(&format!("{TWO_SUITES}[quarantine]\ntest = []\n")).unwrap_err();
+        assert!(e.message.contains("unknown field `test`"), "{}", e.message);
+        assert_eq!(e.line_col(), Some((6, 1)));
+        let e = parse(&format!("{TWO_SUITES}[quarantine]\ntests = \"py::a\"\n")).unwrap_err();
+        assert_eq!(e.line_col().map(|l| l.0), Some(6), "{}", e.message);
+    }
+
+    #[test]
+    fn longest_suite_prefix_wins() {
+        let id = parse_test_entry("a::b::c", ["a", "a::b"]).unwrap();
+        assert_eq!(id, TestId::new("a::b", "c"));
+        assert_eq!(
+            parse_test_entry("nope", ["a"]).unwrap_err(),
+            TestEntryError::Syntax {
+                entry: "nope".into()
+            }
+        );
+        assert!(matches!(
+            parse_test_entry("::x", ["a"]),
+            Err(TestEntryError::Syntax { .. })
+        ));
+    }
+
+    #[test]
+    fn auto_quarantine_defaults_and_overrides() {
+        let c = parse(&format!("{TWO_SUITES}[quarantine]\nauto = {{}}\n")).unwrap();
+        assert_eq!(c.quarantine.auto, Some(AutoQuarantine::default()));
+        let c = parse(&format!(
+            "{TWO_SUITES}[quarantine]\nauto = {{ min_runs = 50, min_rate = 0, max_rate = 0.25 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.quarantine.auto,
+            Some(AutoQuarantine {
+                min_runs: 50,
+                min_rate: 0.0,
+                max_rate: 0.25
+            })
+        );
+        let c = parse(&format!("{TWO_SUITES}[quarantine.auto]\nmin_runs = 30\n")).unwrap();
+        assert_eq!(c.quarantine.auto.unwrap().min_runs, 30);
+    }
+
+    #[test]
+    fn auto_quarantine_ranges_are_located() {
+        let at = |auto: &str| {
+            let e = parse(&format!("{TWO_SUITES}[quarantine]\nauto = {auto}\n")).unwrap_err();
+            let (line, col) = e.line_col().expect("located");
+            assert_eq!(line, 6, "{}", e.message);
+            (col, e.message)
+        };
+        let (col, msg) = at("{ min_rate = 1.5 }");
+        assert_eq!(col, 21);
+        assert!(
+            msg.contains("min_rate must be between 0.0 and 1.0"),
+            "{msg}"
+        );
+        let (col, msg) = at("{ min_rate = 0.2, max_rate = 0.1 }");
+        assert_eq!(col, 37);
+        assert!(
+            msg.contains("max_rate (0.1) is below min_rate (0.2)"),
+            "{msg}"
+        );
+        let (col, msg) = at("{ min_runs = 0 }");
+        assert_eq!(col, 21);
+        assert!(msg.contains("min_runs must be at least 1"), "{msg}");
+        let (col, msg) = at("{ min_runs = -3 }");
+        assert_eq!(col, 21);
+        assert!(msg.contains("invalid config"), "{msg}");
+        let (col, msg) = at("{ max_runs = 3 }");
+        assert_eq!(col, 10);
+        assert!(msg.contains("unknown field `max_runs`"), "{msg}");
+        // Only max_rate given, below the default min_rate.
+        let (_, msg) = at("{ max_rate = 0.001 }");
+        assert!(msg.contains("below min_rate (0.01)"), "{msg}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! the terminal, JUnit and JSON-lines reporters and the store all consume the
 //! same stream (the JSON-lines file is this enum serialized, one per line).
 
-use crate::model::{CapturedOutput, FinalStatus, Outcome, RunCounts, TestId};
+use crate::model::{CapturedOutput, FinalStatus, Outcome, QuarantinedCounts, RunCounts, TestId};
 use serde::{Deserialize, Serialize};
 
 /// Version of the serialized event schema (`"v"` in every JSON line).
@@ -92,6 +92,15 @@ pub struct AttemptFinished {
     /// Set on the last attempt of a (test, repetition): its final status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_status: Option<FinalStatus>,
+    /// The test is quarantined in this run: it runs and is reported, but a
+    /// `failed` or `flaky` final status does not fail the run. Set on every
+    /// attempt of such a test; omitted (false) otherwise.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub quarantined: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl AttemptFinished {
@@ -118,6 +127,10 @@ pub struct Notice {
 pub struct RunFinished {
     pub run_id: String,
     pub counts: RunCounts,
+    /// Of `counts`, the failed and flaky results of quarantined tests (which
+    /// `exit_code` ignores). Absent in logs of older versions: zero.
+    #[serde(default)]
+    pub quarantined: QuarantinedCounts,
     pub start: f64,
     pub end: f64,
     /// The run was interrupted (Ctrl-C); counts cover what finished.
@@ -148,6 +161,7 @@ mod tests {
             output: CapturedOutput::default(),
             will_retry: true,
             final_status: None,
+            quarantined: false,
         });
         let v: serde_json::Value = serde_json::to_value(&ev).unwrap();
         for k in [
@@ -157,7 +171,30 @@ mod tests {
         }
         assert_eq!(v["type"], "attempt_finished");
         assert_eq!(v["outcome"], "fail");
+        assert!(v.get("quarantined").is_none(), "omitted when false: {v}");
         let back: Event = serde_json::from_value(v).unwrap();
         assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn quarantine_fields_are_additive() {
+        // A run_finished line written before quarantine existed still reads.
+        let old = r#"{"type":"run_finished","run_id":"r","counts":{"passed":1,"failed":1,"flaky":0,"skipped":0,"attempts":2},"start":1.0,"end":2.0,"interrupted":false,"not_run":0,"exit_code":1}"#;
+        let Event::RunFinished(f) = serde_json::from_str(old).unwrap() else {
+            panic!("not run_finished");
+        };
+        assert_eq!(f.quarantined, QuarantinedCounts::default());
+        let v = serde_json::to_value(Event::RunFinished(RunFinished {
+            quarantined: QuarantinedCounts {
+                failed: 1,
+                flaky: 0,
+            },
+            ..f
+        }))
+        .unwrap();
+        assert_eq!(
+            v["quarantined"],
+            serde_json::json!({"failed": 1, "flaky": 0})
+        );
     }
 }

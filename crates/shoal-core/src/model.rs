@@ -178,3 +178,29 @@ impl RunCounts {
         self.passed + self.failed + self.flaky + self.skipped
     }
 }
+
+/// Final results of quarantined tests that would otherwise count against
+/// the run. They are part of [`RunCounts`]' `failed` and `flaky` too: these
+/// say how many of those the exit code excuses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantinedCounts {
+    /// Of `RunCounts::failed`, the quarantined ones.
+    pub failed: usize,
+    /// Of `RunCounts::flaky`, the quarantined ones.
+    pub flaky: usize,
+}
+
+impl QuarantinedCounts {
+    /// Counts a final status of a quarantined test.
+    pub fn add(&mut self, status: FinalStatus) {
+        match status {
+            FinalStatus::Failed => self.failed += 1,
+            FinalStatus::Flaky => self.flaky += 1,
+            FinalStatus::Passed | FinalStatus::Skipped => {}
+        }
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.failed == 0 && self.flaky == 0
+    }
+}

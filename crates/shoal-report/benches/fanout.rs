@@ -59,11 +59,13 @@ fn events() -> Vec<Event> {
             },
             will_retry: false,
             final_status: Some(status),
+            quarantined: false,
         }));
     }
     out.push(Event::RunFinished(RunFinished {
         run_id: "bench".into(),
         counts,
+        quarantined: Default::default(),
         start: 1.8e9,
         end: 1.8e9 + 100.0,
         interrupted: false,

@@ -14,6 +14,17 @@
 //!   each with its message and output.
 //! - `time` is the final attempt's duration in seconds (reruns carry their
 //!   own); a suite's `time` is the sum of its cases'.
+//! - a quarantined test (it ran, but its failure does not fail the run)
+//!   keeps its `<failure>`: it did fail, and dashboards that track flaky
+//!   and failing tests over time should count it. JUnit has no status for
+//!   "failed but excused", so the case says so twice: a
+//!   `<property name="quarantined" value="true"/>` for tools that read
+//!   test-case properties (as written by pytest's `record_property`), and,
+//!   when it failed, a first line in `<system-out>`, which the dashboards
+//!   most CI systems have (GitLab, Jenkins, Azure DevOps) show beside the
+//!   failure while many ignore test-case properties. Turning the failure
+//!   into `<skipped>` would hide it; changing its message would split its
+//!   failure history in tools that group failures by message.
 //!
 //! `tests` counts final results only: a test cut off by an interrupt before
 //! its final attempt is not listed (the run's `not_run` counts it). Suites
@@ -64,6 +75,7 @@ struct CaseResult {
     /// The attempts before the final one, in order.
     earlier: Vec<AttemptRecord>,
     last: AttemptRecord,
+    quarantined: bool,
 }
 
 /// What the report needs of one attempt. Output is kept only for failed
@@ -116,6 +128,7 @@ impl JunitReporter {
                     status,
                     earlier,
                     last: attempt,
+                    quarantined: a.quarantined,
                 }),
             None => {
                 earlier.push(attempt);
@@ -260,13 +273,26 @@ fn test_case(suite: &str, case: &CaseResult) -> TestCase {
     if let Some(ts) = timestamp(last.start) {
         tc.set_timestamp(ts);
     }
+    if case.quarantined {
+        tc.add_property(Property::new("quarantined", "true"));
+    }
     if case.status == FinalStatus::Failed {
-        if let Some(out) = output_text(last) {
+        let out = output_text(last);
+        if case.quarantined {
+            let note = QUARANTINE_NOTE.to_owned();
+            tc.set_system_out(match out {
+                Some(out) => note + "\n" + &out,
+                None => note,
+            });
+        } else if let Some(out) = out {
             tc.set_system_out(out);
         }
     }
     tc
 }
+
+/// The first line of a quarantined failure's `<system-out>`.
+const QUARANTINE_NOTE: &str = "[shoal] this test is quarantined: its failure does not fail the run";
 
 fn rerun(attempt: &AttemptRecord) -> TestRerun {
     let mut rerun = TestRerun::new(NonSuccessKind::Failure);
@@ -378,6 +404,43 @@ mod tests {
         let rs = &report.test_suites[1];
         assert_eq!((rs.tests, rs.failures, rs.disabled), (2, 1, 1));
         assert_eq!(rs.extra.get("skipped").map(|v| v.as_str()), Some("1"));
+    }
+
+    #[test]
+    fn quarantined_failures_stay_failures_and_say_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let xml = run(&scripted_run(), &dir.path().join("junit.xml"));
+        let report = Report::deserialize_from_str(&xml).unwrap();
+        let case = |suite: usize, name: &str| {
+            report.test_suites[suite]
+                .test_cases
+                .iter()
+                .find(|c| c.name.as_str() == name)
+                .unwrap()
+                .clone()
+        };
+        let quarantined = |c: &TestCase| {
+            c.properties
+                .iter()
+                .any(|p| p.name.as_str() == "quarantined" && p.value.as_str() == "true")
+        };
+        let crash = case(1, "net::tests::crashes");
+        assert!(
+            matches!(crash.status, TestCaseStatus::NonSuccess { .. }),
+            "{crash:?}"
+        );
+        assert!(quarantined(&crash), "{crash:?}");
+        let out = crash.system_out.as_ref().unwrap().as_str();
+        assert!(out.starts_with(QUARANTINE_NOTE), "{out}");
+        let flaky = case(0, "tests/test_b.py::test_flaky");
+        assert!(quarantined(&flaky), "{flaky:?}");
+        let fail = case(0, "tests/test_a.py::test_fail");
+        assert!(!quarantined(&fail), "{fail:?}");
+        assert!(
+            !fail.system_out.unwrap().as_str().contains("quarantined"),
+            "only quarantined tests are noted"
+        );
+        assert_eq!(report.failures, 4, "quarantine excuses, never hides");
     }
 
     #[test]

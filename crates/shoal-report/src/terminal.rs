@@ -10,7 +10,9 @@
 //!
 //! the label (`PASS`, `SKIP`, `FAIL`, `TIMEOUT`, `CRASH`, `LOST`, `FLAKY`),
 //! the attempt's duration, `(attempt/max attempts)` when the test is retried,
-//! then suite and test (` (repeat N)` for repetitions after the first). Failed
+//! then suite and test (` (repeat N)` for repetitions after the first, and
+//! ` (quarantined)` for a quarantined test, whose failures do not fail the
+//! run; the summary then says e.g. `4 failed (1 quarantined)`). Failed
 //! attempts are followed by their message and captured output, indented under
 //! a `--- output: suite test ---` header. Passes and skips get a line only
 //! when verbose. In progress-bar mode the same lines are printed above the
@@ -23,7 +25,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use shoal_core::event::{
     AttemptFinished, Notice, NoticeLevel, RunFinished, RunStarted, SuiteDiscovered,
 };
-use shoal_core::{Event, FinalStatus, Outcome, RunCounts};
+use shoal_core::{Event, FinalStatus, Outcome, QuarantinedCounts, RunCounts};
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::io::Write;
@@ -75,6 +77,8 @@ pub struct TerminalReporter {
     failures: HashMap<(String, String, u32), u32>,
     /// Final results, as the reporter counted them.
     counts: RunCounts,
+    /// Of `counts`, those of quarantined tests.
+    quarantined: QuarantinedCounts,
     failed: Vec<Listed>,
     flaky: Vec<Listed>,
     slow: Vec<Listed>,
@@ -91,6 +95,7 @@ struct Listed {
     duration: f64,
     failed_attempts: u32,
     attempts: u32,
+    quarantined: bool,
 }
 
 impl Listed {
@@ -119,6 +124,7 @@ impl TerminalReporter {
             run: None,
             failures: HashMap::new(),
             counts: RunCounts::default(),
+            quarantined: QuarantinedCounts::default(),
             failed: Vec::new(),
             flaky: Vec::new(),
             slow: Vec::new(),
@@ -224,6 +230,9 @@ impl TerminalReporter {
             self.styles.suite.apply_to(&a.suite),
             self.styles.test.apply_to(test_label(&a.test, a.repeat)),
         );
+        if a.quarantined {
+            let _ = write!(text, " {}", self.styles.dim.apply_to(QUARANTINED));
+        }
         if a.will_retry {
             text.push_str(", retrying");
         }
@@ -266,6 +275,9 @@ impl TerminalReporter {
 
     fn record_final(&mut self, a: &AttemptFinished, status: FinalStatus, failed_attempts: u32) {
         self.counts.add(status);
+        if a.quarantined {
+            self.quarantined.add(status);
+        }
         let listed = || Listed {
             suite: a.suite.clone(),
             test: a.test.clone(),
@@ -274,6 +286,7 @@ impl TerminalReporter {
             duration: a.duration,
             failed_attempts,
             attempts: a.attempt,
+            quarantined: a.quarantined,
         };
         match status {
             FinalStatus::Failed => self.failed.push(listed()),
@@ -310,14 +323,21 @@ impl TerminalReporter {
         self.summarized = true;
         let s = &self.styles;
         let counts = finished.map_or(&self.counts, |f| &f.counts);
+        let quarantined = finished.map_or(self.quarantined, |f| f.quarantined);
+        let excused = |n: usize| match n {
+            0 => String::new(),
+            n => format!(" ({n} quarantined)"),
+        };
         let mut text = String::from("------------\n");
         let _ = write!(
             text,
-            "{} {} passed, {} failed, {} flaky, {} skipped",
+            "{} {} passed, {} failed{}, {} flaky{}, {} skipped",
             s.header.apply_to("Summary:"),
             counts.passed,
             counts.failed,
+            excused(quarantined.failed),
             counts.flaky,
+            excused(quarantined.flaky),
             counts.skipped,
         );
         if let Some(f) = finished {
@@ -335,7 +355,7 @@ impl TerminalReporter {
                 "{:>7} [{:>7.3}s] {}",
                 style.apply_to(outcome_label(t.outcome)),
                 t.duration,
-                name(s, t)
+                marked_name(s, t)
             );
         }
         for t in &self.flaky {
@@ -344,7 +364,7 @@ impl TerminalReporter {
                 "{:>7} [{:>7.3}s] {}: failed {} of {} attempts",
                 s.flaky.apply_to("FLAKY"),
                 t.duration,
-                name(s, t),
+                marked_name(s, t),
                 t.failed_attempts,
                 t.attempts,
             );
@@ -603,6 +623,18 @@ fn name(s: &Styles, t: &Listed) -> String {
     )
 }
 
+/// What follows the name of a quarantined test.
+const QUARANTINED: &str = "(quarantined)";
+
+/// [`name`], marked when the test is quarantined.
+fn marked_name(s: &Styles, t: &Listed) -> String {
+    let mut text = name(s, t);
+    if t.quarantined {
+        let _ = write!(text, " {}", s.dim.apply_to(QUARANTINED));
+    }
+    text
+}
+
 /// Every style the reporter uses; all plain when color is off.
 #[derive(Debug)]
 struct Styles {
@@ -711,7 +743,32 @@ mod tests {
         let line = text.lines().find(|l| l.starts_with("Summary: ")).unwrap();
         assert_eq!(
             line,
-            "Summary: 2 passed, 4 failed, 1 flaky, 1 skipped in 4.21s"
+            "Summary: 2 passed, 4 failed (1 quarantined), 1 flaky (1 quarantined), 1 skipped in 4.21s"
+        );
+    }
+
+    #[test]
+    fn quarantine_is_named_only_when_there_is_some() {
+        let text = render(plain(), &interrupted_run());
+        assert!(
+            text.contains("Summary: 1 passed, 0 failed, 0 flaky, 0 skipped in 1.50s\n"),
+            "{text}"
+        );
+        assert!(!text.contains("quarantined"), "{text}");
+        let text = render(plain(), &scripted_run());
+        assert!(
+            text.contains("  CRASH [  0.700s] rs net::tests::crashes (quarantined)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "   FAIL [  0.300s] (1/2) py tests/test_b.py::test_flaky (quarantined), retrying\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("   FAIL [  0.051s] py tests/test_a.py::test_fail\n"),
+            "a failure that is not quarantined is not marked: {text}"
         );
     }
 
@@ -732,7 +789,9 @@ mod tests {
         );
         assert_eq!(console::strip_ansi_codes(&colored), plain_text);
         // The counts stay contiguous for log readers even in color.
-        assert!(colored.contains("2 passed, 4 failed, 1 flaky, 1 skipped in 4.21s"));
+        assert!(colored.contains(
+            "2 passed, 4 failed (1 quarantined), 1 flaky (1 quarantined), 1 skipped in 4.21s"
+        ));
     }
 
     #[test]
@@ -753,7 +812,9 @@ mod tests {
         events.pop();
         let text = render(plain(), &events);
         assert!(
-            text.contains("Summary: 2 passed, 4 failed, 1 flaky, 1 skipped\n"),
+            text.contains(
+                "Summary: 2 passed, 4 failed (1 quarantined), 1 flaky (1 quarantined), 1 skipped\n"
+            ),
             "{text}"
         );
         assert!(text.contains("interrupted: 0 tests did not run"), "{text}");

@@ -5,7 +5,7 @@ use FinalStatus::{Failed, Flaky, Passed, Skipped};
 use shoal_core::event::{
     AttemptFinished, AttemptStarted, Notice, NoticeLevel, RunFinished, RunStarted, SuiteDiscovered,
 };
-use shoal_core::{CapturedOutput, Event, FinalStatus, Outcome, RunCounts};
+use shoal_core::{CapturedOutput, Event, FinalStatus, Outcome, QuarantinedCounts, RunCounts};
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
@@ -27,6 +27,7 @@ pub(crate) struct Attempt<'a> {
     pub truncated: u64,
     pub will_retry: bool,
     pub final_status: Option<FinalStatus>,
+    pub quarantined: bool,
 }
 
 impl Attempt<'_> {
@@ -52,6 +53,7 @@ impl Attempt<'_> {
             truncated: 0,
             will_retry: false,
             final_status: Some(final_status),
+            quarantined: false,
         }
     }
 
@@ -86,6 +88,7 @@ impl Attempt<'_> {
                 },
                 will_retry: self.will_retry,
                 final_status: self.final_status,
+                quarantined: self.quarantined,
             }),
         ]
     }
@@ -141,11 +144,13 @@ pub(crate) fn scripted_attempts() -> Vec<Attempt<'static>> {
             output: "connecting to 127.0.0.1:5432\nConnectionResetError: [Errno 104]\n",
             will_retry: true,
             final_status: None,
+            quarantined: true,
             ..Attempt::once("py", "tests/test_b.py::test_flaky", Fail, Flaky, 0.5, 0.3)
         },
         Attempt {
             attempt: 2,
             output: "connecting to 127.0.0.1:5432\n",
+            quarantined: true,
             ..Attempt::once("py", "tests/test_b.py::test_flaky", Pass, Flaky, 0.9, 0.25)
         },
         Attempt {
@@ -162,6 +167,7 @@ pub(crate) fn scripted_attempts() -> Vec<Attempt<'static>> {
         },
         Attempt {
             message: Some("runner exited with signal 11 (SIGSEGV)"),
+            quarantined: true,
             ..Attempt::once("rs", "net::tests::crashes", Crash, Failed, 1.0, 0.7)
         },
         Attempt {
@@ -178,7 +184,7 @@ pub(crate) fn scripted_attempts() -> Vec<Attempt<'static>> {
 
 /// A whole run with a pass, a failure (retried, with truncated output), a
 /// flaky test, a timeout, a crash, a skip, a repetition, a lost result and a
-/// notice.
+/// notice. The flaky test and the crash are quarantined.
 pub(crate) fn scripted_run() -> Vec<Event> {
     let mut events = vec![
         run_started(8, 1, 9.5),
@@ -206,6 +212,10 @@ pub(crate) fn scripted_run() -> Vec<Event> {
     events.push(Event::RunFinished(RunFinished {
         run_id: "run-1".into(),
         counts,
+        quarantined: QuarantinedCounts {
+            failed: 1,
+            flaky: 1,
+        },
         start: T0,
         end: T0 + 4.21,
         interrupted: false,
@@ -253,6 +263,7 @@ pub(crate) fn interrupted_run() -> Vec<Event> {
     events.push(Event::RunFinished(RunFinished {
         run_id: "run-1".into(),
         counts,
+        quarantined: QuarantinedCounts::default(),
         start: T0,
         end: T0 + 1.5,
         interrupted: true,

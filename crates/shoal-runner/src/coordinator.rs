@@ -4,10 +4,12 @@
 
 use crate::store_writer::StoreWriter;
 use shoal_core::event::{AttemptFinished, AttemptStarted, Notice, NoticeLevel};
-use shoal_core::{Event, FinalStatus, Outcome, RunCounts, TestResult, now_epoch};
+use shoal_core::{
+    Event, FinalStatus, Outcome, QuarantinedCounts, RunCounts, TestId, TestResult, now_epoch,
+};
 use shoal_report::Reporter;
 use shoal_sched::{Decision, ExecId, Execution, Lease, LeaseId, Scheduler, SlotId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -51,6 +53,8 @@ pub enum ToCoord {
 #[derive(Debug, Default)]
 pub(crate) struct CoordOutcome {
     pub counts: RunCounts,
+    /// Of `counts`, the failed and flaky results of quarantined tests.
+    pub quarantined: QuarantinedCounts,
     pub not_run: usize,
     pub slot_errors: Vec<String>,
 }
@@ -65,6 +69,8 @@ pub(crate) struct Coordinator<'a> {
     pub leases: HashMap<LeaseId, Lease>,
     pub parked: Vec<(u32, oneshot::Sender<Option<Lease>>)>,
     pub outcome: CoordOutcome,
+    /// Tests whose failures do not fail the run (they run as usual).
+    pub quarantine: HashSet<TestId>,
     /// Whether the broken-build notice was given (or is moot: no test may
     /// be retried, so there are no retries to stop).
     pub broken_noticed: bool,
@@ -81,6 +87,9 @@ impl Coordinator<'_> {
             self.outcome.counts.attempts += 1;
             if let Some(st) = a.final_status {
                 self.outcome.counts.add(st);
+                if a.quarantined {
+                    self.outcome.quarantined.add(st);
+                }
             }
             self.store.record(a);
         }
@@ -228,6 +237,7 @@ impl Coordinator<'_> {
             output: result.output.clone(),
             will_retry,
             final_status,
+            quarantined: self.quarantine.contains(&item.case.id),
         });
         self.emit(ev);
     }

@@ -24,12 +24,12 @@ use discovery_cache::DiscoveryCache;
 use shoal_adapters::{Adapter, AdapterError, DiscoverCtx, adapter_for};
 use shoal_core::config::{Config, SuiteConfig};
 use shoal_core::event::{Notice, NoticeLevel, RunFinished, RunStarted, SuiteDiscovered};
-use shoal_core::{Event, RunCounts, TestCase, TestId, now_epoch};
+use shoal_core::{Event, QuarantinedCounts, RunCounts, TestCase, TestId, now_epoch};
 use shoal_exec::{Executor, ProcessExecutor};
 use shoal_report::Reporter;
 use shoal_sched::{PlannedTest, SchedConfig, Scheduler, SlotId};
 use shoal_store::{RunRecord, Store, StoreError};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -263,6 +263,11 @@ pub struct RunRequest {
     pub keep_scratch: bool,
     /// Reuse a suite's cached test list when its inputs are unchanged.
     pub discovery_cache: bool,
+    /// Quarantined tests: they run and are reported as usual (their events
+    /// say `quarantined`), but their failed and flaky results do not make
+    /// the exit code 1. The caller merges `[quarantine] tests` with any
+    /// automatically quarantined tests; the engine reads no config for it.
+    pub quarantine: HashSet<TestId>,
     /// Shuffle the test order with this seed instead of longest first.
     pub shuffle: Option<u64>,
     /// Run the tests in exactly this order (tests not listed follow, in
@@ -276,6 +281,8 @@ pub struct RunRequest {
 pub struct RunReport {
     pub run_id: String,
     pub counts: RunCounts,
+    /// Of `counts`, the failed and flaky results of quarantined tests.
+    pub quarantined: QuarantinedCounts,
     pub interrupted: bool,
     /// Executions that never got a final result (interrupted runs only).
     pub not_run: usize,
@@ -285,10 +292,14 @@ pub struct RunReport {
 
 impl RunReport {
     /// The documented exit code: 0 passed, 1 tests failed, 130 interrupted.
+    /// Failed (and, with `fail_on_flaky`, flaky) results of quarantined
+    /// tests do not count.
     pub fn exit_code(&self, fail_on_flaky: bool) -> i32 {
+        let failed = self.counts.failed.saturating_sub(self.quarantined.failed);
+        let flaky = self.counts.flaky.saturating_sub(self.quarantined.flaky);
         if self.interrupted {
             130
-        } else if self.counts.failed > 0 || (fail_on_flaky && self.counts.flaky > 0) {
+        } else if failed > 0 || (fail_on_flaky && flaky > 0) {
             1
         } else {
             0
@@ -458,6 +469,27 @@ pub async fn run(
                 }),
             );
         }
+        let unmatched = unmatched_quarantine(&req.quarantine, &req.selection, &discovered);
+        if !unmatched.is_empty() {
+            let entries: Vec<String> = unmatched
+                .iter()
+                .map(|id| shoal_core::config::test_entry(id))
+                .collect();
+            emit(
+                reporter,
+                Event::Notice(Notice {
+                    level: NoticeLevel::Warn,
+                    message: format!(
+                        "{} of the quarantine list matched no test: {} (remove with `shoal quarantine rm` unless they exist on another branch)",
+                        match entries.len() {
+                            1 => "1 entry".to_owned(),
+                            n => format!("{n} entries"),
+                        },
+                        entries.join(", ")
+                    ),
+                }),
+            );
+        }
         store
             .begin_run(&RunRecord {
                 run_id: run_id.clone(),
@@ -520,6 +552,7 @@ pub async fn run(
             leases: HashMap::new(),
             parked: Vec::new(),
             outcome: CoordOutcome::default(),
+            quarantine: req.quarantine.clone(),
             broken_noticed: !retries_enabled,
             emit_errors: Vec::new(),
         };
@@ -532,6 +565,7 @@ pub async fn run(
         warnings.extend(std::mem::take(&mut coord.emit_errors));
         let CoordOutcome {
             counts,
+            quarantined,
             not_run,
             slot_errors,
         } = std::mem::take(&mut coord.outcome);
@@ -544,6 +578,7 @@ pub async fn run(
         let report = RunReport {
             run_id: run_id.clone(),
             counts: counts.clone(),
+            quarantined,
             interrupted,
             not_run,
             warnings,
@@ -564,6 +599,7 @@ pub async fn run(
             Event::RunFinished(RunFinished {
                 run_id: run_id.clone(),
                 counts: counts.clone(),
+                quarantined,
                 start,
                 end,
                 interrupted,
@@ -591,6 +627,32 @@ pub async fn run(
     result
 }
 
+/// Quarantine entries that name no test this run discovered. Only entries
+/// the run could have found are judged: of a suite it discovered, matching
+/// its name patterns (it lists no test outside them).
+fn unmatched_quarantine<'a>(
+    quarantine: &'a HashSet<TestId>,
+    selection: &Selection,
+    discovered: &[Discovered],
+) -> Vec<&'a TestId> {
+    let suites: HashSet<&str> = discovered
+        .iter()
+        .map(|d| d.suite.config.name.as_str())
+        .collect();
+    let selected: HashSet<&TestId> = discovered
+        .iter()
+        .flat_map(|d| d.selected.iter().map(|t| &t.id))
+        .collect();
+    let mut unmatched: Vec<&TestId> = quarantine
+        .iter()
+        .filter(|id| {
+            suites.contains(id.suite.as_str()) && selection.wants_test(id) && !selected.contains(id)
+        })
+        .collect();
+    unmatched.sort();
+    unmatched
+}
+
 fn selection_summary(req: &RunRequest) -> String {
     let mut parts = Vec::new();
     if !req.selection.suites.is_empty() {
@@ -601,4 +663,42 @@ fn selection_summary(req: &RunRequest) -> String {
         parts.push(format!("--repeat {}", req.repeat));
     }
     parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(failed: usize, flaky: usize, quarantined: QuarantinedCounts) -> RunReport {
+        RunReport {
+            run_id: "r".into(),
+            counts: RunCounts {
+                passed: 3,
+                failed,
+                flaky,
+                ..RunCounts::default()
+            },
+            quarantined,
+            interrupted: false,
+            not_run: 0,
+            warnings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn quarantined_results_do_not_fail_the_run() {
+        let q = |failed, flaky| QuarantinedCounts { failed, flaky };
+        assert_eq!(report(1, 0, q(1, 0)).exit_code(false), 0);
+        assert_eq!(
+            report(2, 0, q(1, 0)).exit_code(false),
+            1,
+            "one is not excused"
+        );
+        assert_eq!(report(0, 1, q(0, 1)).exit_code(true), 0);
+        assert_eq!(report(0, 2, q(0, 1)).exit_code(true), 1);
+        assert_eq!(report(0, 1, q(0, 0)).exit_code(false), 0);
+        let mut interrupted = report(1, 0, q(1, 0));
+        interrupted.interrupted = true;
+        assert_eq!(interrupted.exit_code(false), 130);
+    }
 }

@@ -217,6 +217,8 @@ impl Run {
                 output: CapturedOutput::default(),
                 will_retry: r.final_status.is_none(),
                 final_status: r.final_status,
+                // Quarantine is applied by the client (`shoal run --server`).
+                quarantined: false,
             }));
         }
         (n, kept)
@@ -343,6 +345,7 @@ impl Run {
             output: r.output,
             will_retry,
             final_status,
+            quarantined: false,
         };
         self.pending.push(AttemptRecord::from_event(
             &self.id,
@@ -406,6 +409,7 @@ impl Run {
         let fin = RunFinished {
             run_id: self.id.clone(),
             counts,
+            quarantined: Default::default(),
             start: self.start,
             end: now_epoch(),
             interrupted: self.cancelled,

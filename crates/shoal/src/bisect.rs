@@ -297,6 +297,8 @@ impl Bench {
             discovery_cache: false,
             shuffle: None,
             order: None,
+            // Bisection counts failures itself; quarantine only changes exit codes.
+            quarantine: Default::default(),
             config,
         };
         let mut collector = Collector::default();

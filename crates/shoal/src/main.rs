@@ -4,6 +4,7 @@
 mod bisect;
 mod exit_code;
 mod init;
+mod quarantine;
 mod remote;
 mod serve;
 mod stress;
@@ -47,6 +48,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run tests for a coordinator: lease batches, run them, report.
     Worker(serve::WorkerArgs),
+    /// Manage quarantined tests: they run and are reported, but their
+    /// failures do not fail the run.
+    Quarantine(quarantine::QuarantineArgs),
     /// Run tests over and over until each is decided flaky or stable (SPRT),
     /// in parallel and shuffled; prints failures, runs and a 95% interval.
     Stress(stress::StressArgs),
@@ -239,6 +243,7 @@ async fn real_main(cli: Cli) -> ShoalExitCode {
         Command::BisectFlake(args) => bisect::bisect_flake_cmd(&root, args).await,
         Command::Serve(args) => serve::serve_cmd(&root, args).await,
         Command::Worker(args) => serve::worker_cmd(args).await,
+        Command::Quarantine(args) => quarantine::quarantine_cmd(&root, args).await,
         Command::Cancel { run_id, remote } => {
             let Some(r) = remote.remote() else {
                 return fail(
@@ -453,8 +458,10 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
         .filter(|n| selection.suites.is_empty() || selection.suites.iter().any(|x| x == n))
         .collect();
     eprintln!("Discovering tests ({})...", suites.join(", "));
+    let quarantine = quarantine::run_quarantine(&config);
     let req = RunRequest {
         selection,
+        quarantine,
         slots,
         repeat: args.repeat.unwrap_or(config.run.repeat),
         retries: args.retries,
@@ -480,6 +487,7 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
                 retries: req.retries,
                 shuffle: req.shuffle,
                 support_dir: support_dir.clone(),
+                quarantine: req.quarantine,
             };
             let res = remote::run(&r, remote_req, &mut fanout, cancel).await;
             let _ = std::fs::remove_dir_all(&support_dir);

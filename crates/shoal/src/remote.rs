@@ -3,9 +3,9 @@
 //! submits the run and feeds the coordinator's event stream to the same
 //! reporters as a local run. Ctrl-C cancels the run on the coordinator.
 
-use shoal_core::Event;
 use shoal_core::config::Config;
 use shoal_core::event::{Notice, NoticeLevel, SuiteDiscovered};
+use shoal_core::{Event, QuarantinedCounts, TestId};
 use shoal_proto::auth::ClientAuth;
 use shoal_proto::v1::coordinator_client::CoordinatorClient;
 use shoal_proto::v1::{
@@ -55,6 +55,8 @@ pub struct RemoteRun {
     pub support_dir: PathBuf,
     /// Shuffle seed (`--shuffle`).
     pub shuffle: Option<u64>,
+    /// Applied here, to the coordinator's events: it does not know them.
+    pub quarantine: HashSet<TestId>,
 }
 
 /// Runs on the coordinator; returns like a local run.
@@ -177,7 +179,15 @@ pub async fn run(
         .into_inner()
         .run_id;
     eprintln!("Run {run_id} submitted to {}", remote.server);
-    follow(&mut client, &run_id, &discovered, reporter, cancel).await
+    follow(
+        &mut client,
+        &run_id,
+        &discovered,
+        &req.quarantine,
+        reporter,
+        cancel,
+    )
+    .await
 }
 
 /// Feeds the run's events to `reporter` until it finishes, reconnecting
@@ -187,10 +197,12 @@ async fn follow(
     client: &mut Client,
     run_id: &str,
     discovered: &[shoal_runner::Discovered],
+    quarantine: &HashSet<TestId>,
     reporter: &mut dyn Reporter,
     cancel: Cancel,
 ) -> anyhow::Result<RunReport> {
     let mut seen: HashSet<(String, String, u32, u32)> = HashSet::new();
+    let mut quarantined = QuarantinedCounts::default();
     let mut started = false;
     let mut cancel_sent = false;
     let mut warnings = Vec::new();
@@ -232,13 +244,16 @@ async fn follow(
                 }
             };
             backoff = Duration::from_millis(200);
-            let event: Event = match serde_json::from_str(&ev.json) {
+            let mut event: Event = match serde_json::from_str(&ev.json) {
                 Ok(e) => e,
                 Err(e) => {
                     warnings.push(format!("unreadable event from the coordinator: {e}"));
                     continue;
                 }
             };
+            if let Event::AttemptFinished(a) = &mut event {
+                a.quarantined = quarantine.contains(&a.test_id());
+            }
             match &event {
                 Event::RunStarted(_) if started => continue,
                 Event::RunStarted(_) => {
@@ -260,9 +275,17 @@ async fn follow(
                     if !seen.insert(key) {
                         continue;
                     }
+                    if let (true, Some(st)) = (a.quarantined, a.final_status) {
+                        quarantined.add(st);
+                    }
                 }
                 Event::RunFinished(f) => {
-                    let f = f.clone();
+                    let mut f = f.clone();
+                    f.quarantined = quarantined;
+                    if f.exit_code == 1 && f.counts.failed <= quarantined.failed {
+                        f.exit_code = 0;
+                    }
+                    let event = Event::RunFinished(f.clone());
                     for w in &warnings {
                         reporter.on_event(&Event::Notice(Notice {
                             level: NoticeLevel::Warn,
@@ -273,6 +296,7 @@ async fn follow(
                     return Ok(RunReport {
                         run_id: f.run_id,
                         counts: f.counts,
+                        quarantined,
                         interrupted: f.interrupted,
                         not_run: f.not_run,
                         warnings,

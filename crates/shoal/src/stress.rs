@@ -257,6 +257,8 @@ pub(crate) async fn stress_cmd(root: &Path, args: StressArgs) -> ShoalExitCode {
             discovery_cache: true,
             shuffle: Some(seed.wrapping_add(round)),
             order: None,
+            // Stress measures outcomes; quarantine only changes exit codes.
+            quarantine: Default::default(),
             config: config.clone(),
         };
         let mut collector = Collector::default();
@@ -272,6 +274,7 @@ pub(crate) async fn stress_cmd(root: &Path, args: StressArgs) -> ShoalExitCode {
                     retries: req.retries,
                     shuffle: req.shuffle,
                     support_dir: support_dir.clone(),
+                    quarantine: req.quarantine,
                 };
                 let res = crate::remote::run(&r, remote_req, &mut collector, cancel.clone()).await;
                 let _ = std::fs::remove_dir_all(&support_dir);
