@@ -194,8 +194,9 @@ pub struct ConfigFile {
 pub struct QuarantineSection {
     /// `SUITE::NAME` entries.
     pub tests: Option<Vec<Spanned<String>>>,
-    /// Thresholds for automatic quarantine; absent: none.
-    pub auto: Option<Spanned<AutoQuarantineSection>>,
+    /// Thresholds for automatic quarantine; absent: none. (Not `Spanned`:
+    /// toml cannot span a table written with dotted keys.)
+    pub auto: Option<AutoQuarantineSection>,
 }
 
 /// `[quarantine] auto = { ... }` as written.
@@ -387,7 +388,7 @@ pub fn test_entry(id: &TestId) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TestEntryError {
     #[error("`{entry}` is not a test id: expected SUITE::NAME")]
-    Syntax { entry: String },
+    Syntax { entry: String, suites: String },
     #[error("`{entry}` names no suite of this config (it defines: {suites})")]
     UnknownSuite { entry: String, suites: String },
     #[error("`{entry}` has no test name after `{suite}::`")]
@@ -398,11 +399,27 @@ impl TestEntryError {
     /// What to do about it.
     pub fn help(&self) -> String {
         match self {
-            TestEntryError::Syntax { .. } => "write the suite, `::`, then the test's name as `shoal list` prints it (`shoal list` prints `SUITE NAME`), e.g. \"py::tests/test_api.py::test_login\"".into(),
-            TestEntryError::UnknownSuite { .. } => "the part before the first `::` must be a suite of this shoal.toml".into(),
-            TestEntryError::EmptyName { .. } => "add the test's name as `shoal list` prints it".into(),
+            TestEntryError::Syntax { entry, suites } => format!(
+                "write the suite, `::`, then the test's name as `shoal list` prints it (`shoal list` prints `SUITE NAME`), e.g. \"{}::{entry}\"",
+                first_suite(suites)
+            ),
+            TestEntryError::UnknownSuite { entry, suites } => format!(
+                "an entry starts with one of this config's suites and `::`; if `{entry}` is a test's name, write \"{}::{entry}\"",
+                first_suite(suites)
+            ),
+            TestEntryError::EmptyName { .. } => {
+                "add the test's name as `shoal list` prints it".into()
+            }
         }
     }
+}
+
+fn first_suite(suites: &str) -> &str {
+    suites
+        .split(", ")
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("SUITE")
 }
 
 /// Parses a quarantine entry `SUITE::NAME`, where `SUITE` must be one of
@@ -440,6 +457,7 @@ pub fn parse_test_entry<'a>(
             }),
             _ => Err(TestEntryError::Syntax {
                 entry: entry.to_owned(),
+                suites: suites.join(", "),
             }),
         },
     }
@@ -603,7 +621,7 @@ fn resolve_quarantine(
     }
     let auto = match &file.auto {
         None => None,
-        Some(auto) => Some(resolve_auto_quarantine(ctx, auto.get_ref())?),
+        Some(auto) => Some(resolve_auto_quarantine(ctx, auto)?),
     };
     Ok(Quarantine { tests, auto })
 }
@@ -1111,7 +1129,9 @@ run = ["./run.sh", "--junit", "{junit}", "{tests}"]
             e.message
         );
         assert_eq!(e.line_col(), Some((6, 20)));
-        assert!(e.help.unwrap().contains("shoal list"));
+        let help = e.help.unwrap();
+        assert!(help.contains("shoal list"), "{help}");
+        assert!(help.contains("\"py::tests/test_a.py\""), "{help}");
     }
 
     #[test]
@@ -1154,7 +1174,8 @@ run = ["./run.sh", "--junit", "{junit}", "{tests}"]
         assert_eq!(
             parse_test_entry("nope", ["a"]).unwrap_err(),
             TestEntryError::Syntax {
-                entry: "nope".into()
+                entry: "nope".into(),
+                suites: "a".into(),
             }
         );
         assert!(matches!(
@@ -1179,8 +1200,21 @@ run = ["./run.sh", "--junit", "{junit}", "{tests}"]
                 max_rate: 0.25
             })
         );
-        let c = parse(&format!("{TWO_SUITES}[quarantine.auto]\nmin_runs = 30\n")).unwrap();
-        assert_eq!(c.quarantine.auto.unwrap().min_runs, 30);
+        for auto in [
+            "[quarantine.auto]\nmin_runs = 30\n",
+            "[quarantine]\nauto.min_runs = 30\n",
+            "quarantine.auto.min_runs = 30\n",
+        ] {
+            let text = if auto.starts_with('[') {
+                format!("{TWO_SUITES}{auto}")
+            } else {
+                format!("{auto}{TWO_SUITES}")
+            };
+            let c = parse(&text).unwrap_or_else(|e| panic!("{e:?}"));
+            assert_eq!(c.quarantine.auto.unwrap().min_runs, 30, "{auto}");
+        }
+        let e = parse(&format!("{TWO_SUITES}[quarantine]\nauto.min_rate = 2.0\n")).unwrap_err();
+        assert_eq!(e.line_col(), Some((6, 17)), "{}", e.message);
     }
 
     #[test]

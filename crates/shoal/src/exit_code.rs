@@ -4,9 +4,10 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShoalExitCode {
     /// Every test passed (a test that passed on retry counts as passed
-    /// unless `--fail-on-flaky`).
+    /// unless `--fail-on-flaky`; a quarantined test's failure is excused).
     Success = 0,
-    /// At least one test failed, timed out, crashed or was lost.
+    /// At least one test that is not quarantined failed, timed out, crashed
+    /// or was lost.
     TestsFailed = 1,
     /// Bad command line or config; nothing was run.
     Usage = 2,

@@ -498,6 +498,27 @@ mod tests {
     }
 
     #[test]
+    fn adding_works_whatever_shape_the_section_has() {
+        let suite = "[suites.py]\nadapter = \"pytest\"\n";
+        for section in [
+            "[quarantine.auto]\nmin_runs = 30\n",
+            "quarantine = { auto = { min_runs = 30 } }\n",
+            "[quarantine]\nauto.min_runs = 30\n",
+        ] {
+            let text = if section.starts_with('[') {
+                format!("{suite}{section}")
+            } else {
+                format!("{section}{suite}")
+            };
+            let edited = add_to(&text, &["py::a"]);
+            let c = Config::parse("shoal.toml", &edited, Path::new("/p"))
+                .unwrap_or_else(|e| panic!("{e:?}\n{edited}"));
+            assert_eq!(c.quarantine.tests, [TestId::new("py", "a")], "{edited}");
+            assert_eq!(c.quarantine.auto.map(|a| a.min_runs), Some(30), "{edited}");
+        }
+    }
+
+    #[test]
     fn a_malformed_file_is_not_edited() {
         let e = edit_tests("[quarantine\n", |_| {}).unwrap_err();
         assert!(e.to_string().starts_with("cannot edit shoal.toml"), "{e}");

@@ -17,6 +17,7 @@ mod interrupt;
 mod junit;
 mod persistent;
 mod pytest;
+mod quarantine;
 mod reference;
 mod retries;
 mod services;
