@@ -948,3 +948,46 @@ fn a_container_suite_runs_in_containers_on_a_remote_worker() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The coordinator knows nothing of quarantine (it gets no list): the
+/// client applies its own to the results, so a quarantined failure does
+/// not fail a remote run either, and an unlisted one still does.
+#[test]
+fn a_remote_run_applies_the_clients_quarantine() {
+    const QUARANTINED: &str = "tests/test_outcomes.py::test_fail_assert";
+    let mut c = Cluster::of_fixture("pytest-project", &Backend::Sqlite, "10s", "127.0.0.1");
+    c.project.write(
+        "shoal.toml",
+        &format!(
+            "[suites.pytest]\nadapter = \"pytest\"\n\n[quarantine]\ntests = [\"pytest::{QUARANTINED}\"]\n"
+        ),
+    );
+    c.start_worker("w1", 2);
+    let out = c
+        .client("quarantined")
+        .args([QUARANTINED, "tests/test_outcomes.py::test_pass"])
+        .run();
+    out.assert_code(0);
+    let events = c.events("quarantined");
+    let failed = events
+        .of_type("attempt_finished")
+        .find(|e| e["test"] == QUARANTINED)
+        .expect("the quarantined test ran");
+    assert_eq!(failed["final_status"], "failed", "{failed}");
+    assert_eq!(failed["quarantined"], true, "{failed}");
+    let fin = events.run_finished();
+    assert_eq!(fin["quarantined"]["failed"], 1, "{fin}");
+    assert_eq!(fin["exit_code"], 0, "{fin}");
+    assert!(
+        out.stdout.contains("1 failed (1 quarantined)"),
+        "{}",
+        out.dump()
+    );
+
+    let out = c
+        .client("unlisted")
+        .args([QUARANTINED, "tests/test_outcomes.py::test_fail_exception"])
+        .run();
+    out.assert_code(1);
+    assert_eq!(c.events("unlisted").run_finished()["exit_code"], 1);
+}
