@@ -499,6 +499,9 @@ pub async fn run(
                 worker: req.worker.clone(),
                 selection: selection_summary(&req),
                 planned: planned_count,
+                environment: shoal_store::default_environment(),
+                seed: None,
+                kind: shoal_store::KIND_RUN.to_owned(),
             })
             .await?;
 

@@ -699,6 +699,9 @@ async fn store_probe(n: u64, ticks: f64) -> Result<(), BoxError> {
             worker: "coordinator".into(),
             selection: String::new(),
             planned: 0,
+            environment: shoal_store::default_environment(),
+            seed: None,
+            kind: shoal_store::KIND_RUN.to_owned(),
         })
         .await?;
     store

@@ -775,6 +775,9 @@ impl Coordinator for Service {
                 worker: format!("coordinator (user {})", spec.user),
                 selection: spec.selection.clone(),
                 planned: run.sched.planned(),
+                environment: shoal_store::default_environment(),
+                seed: None,
+                kind: shoal_store::KIND_RUN.to_owned(),
             })
             .await
             .map_err(store_status)?;

@@ -8,8 +8,9 @@
 //! naming the broken expectation.
 
 use crate::{
-    AttemptRecord, CoordinatorLock, DEFAULT_ESTIMATE_WINDOW, LeaseRecord, QueuedRun, RunRecord,
-    Store, StoreError,
+    AttemptRecord, CoordinatorLock, DEFAULT_ESTIMATE_WINDOW, HistoryQuery, HistoryRow, KIND_BISECT,
+    KIND_RUN, KIND_STRESS, LeaseRecord, QueuedRun, RunHealthRow, RunRecord, SlotOrder, Store,
+    StoreError,
 };
 use shoal_core::{FinalStatus, Outcome, RunCounts, TestId};
 use std::sync::Arc;
@@ -29,6 +30,11 @@ pub async fn run_all(store: &dyn Store) {
     tokens_are_reserved_in_disjoint_ranges(store).await;
     queued_runs_round_trip(store).await;
     leases_round_trip(store).await;
+    environment_seed_and_kind_round_trip(store).await;
+    history_filters_and_order(store).await;
+    history_across_statement_chunks(store).await;
+    run_health_counts_whole_runs(store).await;
+    slot_order_of_a_failure(store).await;
 }
 
 /// Runs the checks that need two handles on one persistent store, as two
@@ -48,6 +54,9 @@ fn run(run_id: &str, started: f64) -> RunRecord {
         worker: "laptop".to_owned(),
         selection: "shoal run".to_owned(),
         planned: 0,
+        environment: "linux-x86_64".to_owned(),
+        seed: None,
+        kind: KIND_RUN.to_owned(),
     }
 }
 
@@ -992,4 +1001,795 @@ pub async fn concurrent_reservations_never_overlap(stores: &[Arc<dyn Store>]) {
         let ((base, n), (next, _)) = (w[0], w[1]);
         assert!(base + n <= next, "ranges {:?} and {:?} overlap", w[0], w[1]);
     }
+}
+
+// ---- flaky statistics ---------------------------------------------------------
+
+/// A run's environment, seed (every `u64`, through the signed column) and
+/// kind read back as begun.
+pub async fn environment_seed_and_kind_round_trip(store: &dyn Store) {
+    let seeds = [
+        None,
+        Some(0),
+        Some(1),
+        Some(i64::MAX as u64),
+        Some(i64::MAX as u64 + 1),
+        Some(u64::MAX),
+    ];
+    let environments = ["", "linux-x86_64", "macos-aarch64 (ü)"];
+    let kinds = [KIND_RUN, KIND_STRESS, KIND_BISECT, "a kind of its own"];
+    let mut begun = Vec::new();
+    for (i, seed) in seeds.into_iter().enumerate() {
+        let mut record = run(&format!("esk-{i}"), 3e9 + i as f64);
+        record.seed = seed;
+        record.environment = environments[i % environments.len()].to_owned();
+        record.kind = kinds[i % kinds.len()].to_owned();
+        store.begin_run(&record).await.expect("begin_run");
+        begun.push(record);
+    }
+    let listed = store.runs(usize::MAX).await.expect("runs");
+    for record in &begun {
+        let found = listed
+            .iter()
+            .find(|r| r.run.run_id == record.run_id)
+            .unwrap_or_else(|| panic!("run {} is listed", record.run_id));
+        assert_eq!(
+            &found.run, record,
+            "environment, seed and kind read back as begun"
+        );
+    }
+}
+
+/// The test data of the history checks: runs far later than any other
+/// check's attempts, and attempts recorded in several batches, out of
+/// order.
+struct HistoryData {
+    runs: Vec<RunRecord>,
+    /// In recording order.
+    attempts: Vec<AttemptRecord>,
+}
+
+/// The start of the history checks' attempts; no other check records
+/// attempts this late.
+const HISTORY_T: f64 = 6e9;
+
+impl HistoryData {
+    fn new() -> Self {
+        let t = HISTORY_T;
+        let mut runs = Vec::new();
+        for (id, offset, kind, environment, seed) in [
+            ("h-run", 0.0, KIND_RUN, "linux-x86_64", None),
+            (
+                "h-stress",
+                100.0,
+                KIND_STRESS,
+                "macos-aarch64",
+                Some(u64::MAX),
+            ),
+            ("h-bisect", 200.0, KIND_BISECT, "linux-x86_64", Some(7)),
+            ("h-empty", 300.0, KIND_RUN, "linux-x86_64", None),
+        ] {
+            let mut r = run(id, t + offset);
+            r.kind = kind.to_owned();
+            r.environment = environment.to_owned();
+            r.seed = seed;
+            runs.push(r);
+        }
+        let mut attempts = Vec::new();
+        let mut add = |run_id: &str,
+                       test: (&str, &str),
+                       outcome: Outcome,
+                       final_status: Option<FinalStatus>,
+                       start: f64,
+                       (attempt_no, repeat, slot): (u32, u32, u32)| {
+            let mut a = attempt(run_id, test.0, test.1, outcome, t + start, 0.5);
+            a.final_status = final_status;
+            a.attempt = attempt_no;
+            a.repeat = repeat;
+            a.slot = slot;
+            a.worker = format!("worker-{}", slot % 2);
+            a.commit = (slot != 3).then(|| format!("commit-{run_id}"));
+            a.dirty = slot == 2;
+            attempts.push(a);
+        };
+        let (one, two, other) = (
+            ("hist-a", "test_one"),
+            ("hist-a", "test_two"),
+            ("hist-a", "other"),
+        );
+        let (b_one, b_pct) = (("hist-b", "test_one"), ("hist-b", "50%_done"));
+        // The stress run first: recording order is not start order.
+        for i in 0..10 {
+            let (outcome, status) = if i % 3 == 1 {
+                (Outcome::Fail, FinalStatus::Failed)
+            } else {
+                (Outcome::Pass, FinalStatus::Passed)
+            };
+            let start = 101.0 + f64::from(i);
+            add("h-stress", one, outcome, Some(status), start, (1, i, i % 4));
+        }
+        let failed = Some(FinalStatus::Failed);
+        add("h-stress", b_one, Outcome::Crash, failed, 150.0, (1, 0, 3));
+        add("h-stress", b_pct, Outcome::Pass, None, 149.5, (1, 0, 2));
+        add(
+            "h-run",
+            one,
+            Outcome::Pass,
+            Some(FinalStatus::Passed),
+            1.0,
+            (1, 0, 0),
+        );
+        add("h-run", two, Outcome::Fail, None, 2.0, (1, 0, 0));
+        add(
+            "h-run",
+            two,
+            Outcome::Pass,
+            Some(FinalStatus::Flaky),
+            3.0,
+            (2, 0, 1),
+        );
+        add("h-run", other, Outcome::Fail, failed, 4.0, (1, 0, 2));
+        add(
+            "h-run",
+            b_one,
+            Outcome::Skip,
+            Some(FinalStatus::Skipped),
+            5.0,
+            (1, 0, 3),
+        );
+        add("h-run", one, Outcome::Timeout, failed, 6.0, (1, 1, 0));
+        add("h-bisect", one, Outcome::Fail, failed, 201.0, (1, 0, 0));
+        // Recorded later with the same start: comes after it.
+        add("h-bisect", two, Outcome::Pass, None, 201.0, (1, 0, 1));
+        Self { runs, attempts }
+    }
+
+    async fn record(&self, store: &dyn Store) {
+        for r in &self.runs {
+            store.begin_run(r).await.expect("begin_run");
+        }
+        let (last, batches) = self.attempts.split_last().expect("attempts");
+        for batch in batches.chunks(7) {
+            store.record_attempts(batch).await.expect("record_attempts");
+        }
+        store
+            .record_attempts(std::slice::from_ref(last))
+            .await
+            .expect("record_attempts");
+    }
+
+    /// Every attempt as a history row, oldest first (ties in recording
+    /// order).
+    fn rows(&self) -> Vec<HistoryRow> {
+        let mut rows: Vec<(usize, HistoryRow)> = self
+            .attempts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let r = self
+                    .runs
+                    .iter()
+                    .find(|r| r.run_id == a.run_id)
+                    .expect("the attempt's run");
+                (i, history_row(a, r))
+            })
+            .collect();
+        rows.sort_by(|(i, a), (j, b)| a.start.total_cmp(&b.start).then(i.cmp(j)));
+        rows.into_iter().map(|(_, row)| row).collect()
+    }
+
+    /// What `query` must return, computed from the data alone.
+    fn expected(&self, query: &HistoryQuery) -> Vec<HistoryRow> {
+        let mut rows: Vec<HistoryRow> = self
+            .rows()
+            .into_iter()
+            .filter(|r| {
+                query
+                    .tests
+                    .as_ref()
+                    .is_none_or(|t| t.contains(&r.test_id()))
+                    && query.suite.as_ref().is_none_or(|s| *s == r.suite)
+                    && query
+                        .name_contains
+                        .as_ref()
+                        .is_none_or(|n| r.test.contains(n.as_str()))
+                    && query.since.is_none_or(|s| r.start >= s)
+                    && query.kinds.as_ref().is_none_or(|k| k.contains(&r.kind))
+            })
+            .collect();
+        if let Some(limit) = query.limit {
+            rows.drain(..rows.len().saturating_sub(limit));
+        }
+        rows
+    }
+}
+
+/// The history row of attempt `a` of run `r`.
+fn history_row(a: &AttemptRecord, r: &RunRecord) -> HistoryRow {
+    HistoryRow {
+        run_id: a.run_id.clone(),
+        suite: a.suite.clone(),
+        test: a.test.clone(),
+        commit: a.commit.clone(),
+        dirty: a.dirty,
+        environment: r.environment.clone(),
+        kind: r.kind.clone(),
+        outcome: a.outcome,
+        final_status: a.final_status,
+        attempt: a.attempt,
+        repeat: a.repeat,
+        slot: a.slot,
+        worker: a.worker.clone(),
+        start: a.start,
+        end: a.end,
+    }
+}
+
+async fn history(store: &dyn Store, query: &HistoryQuery) -> Vec<HistoryRow> {
+    store.history(query).await.expect("history")
+}
+
+/// `history` filters by tests, suite, name, time and run kind, returns rows
+/// oldest first with every field, and with a limit the newest rows.
+pub async fn history_filters_and_order(store: &dyn Store) {
+    let data = HistoryData::new();
+    data.record(store).await;
+    let t = HISTORY_T;
+    let tests = |ids: &[(&str, &str)]| Some(ids.iter().map(|(s, n)| TestId::new(*s, *n)).collect());
+    let strings = |v: &[&str]| Some(v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+    let queries = [
+        (
+            "one test",
+            HistoryQuery {
+                tests: tests(&[("hist-a", "test_one")]),
+                ..HistoryQuery::default()
+            },
+        ),
+        (
+            "several tests, unknown ones ignored",
+            HistoryQuery {
+                tests: tests(&[
+                    ("hist-b", "test_one"),
+                    ("hist-a", "test_one"),
+                    ("hist-a", "no_such_test"),
+                    ("no-such-suite", "test_one"),
+                    ("hist-a", "test_one"),
+                ]),
+                ..HistoryQuery::default()
+            },
+        ),
+        (
+            "a suite",
+            HistoryQuery {
+                suite: Some("hist-a".to_owned()),
+                ..HistoryQuery::default()
+            },
+        ),
+        (
+            "a suite and a name",
+            HistoryQuery {
+                suite: Some("hist-b".to_owned()),
+                name_contains: Some("one".to_owned()),
+                ..HistoryQuery::default()
+            },
+        ),
+        (
+            "a name in every suite, since",
+            HistoryQuery {
+                name_contains: Some("test_".to_owned()),
+                since: Some(t),
+                ..HistoryQuery::default()
+            },
+        ),
+        (
+            "a name with LIKE wildcards is plain text",
+            HistoryQuery {
+                name_contains: Some("%_".to_owned()),
+                since: Some(t),
+                ..HistoryQuery::default()
+            },
+        ),
+        (
+            "names are matched case-sensitively",
+            HistoryQuery {
+                name_contains: Some("TEST_".to_owned()),
+                since: Some(t),
+                ..HistoryQuery::default()
+            },
+        ),
+        (
+            "since includes its bound",
+            HistoryQuery {
+                since: Some(t + 150.0),
+                ..HistoryQuery::default()
+            },
+        ),
+        (
+            "one kind",
+            HistoryQuery {
+                since: Some(t),
+                kinds: strings(&[KIND_STRESS]),
+                ..HistoryQuery::default()
+            },
+        ),
+        (
+            "two kinds",
+            HistoryQuery {
+                since: Some(t),
+                kinds: strings(&[KIND_BISECT, KIND_RUN]),
+                ..HistoryQuery::default()
+            },
+        ),
+        (
+            "the newest three",
+            HistoryQuery {
+                since: Some(t),
+                limit: Some(3),
+                ..HistoryQuery::default()
+            },
+        ),
+        (
+            "the newest of a suite",
+            HistoryQuery {
+                suite: Some("hist-a".to_owned()),
+                limit: Some(4),
+                ..HistoryQuery::default()
+            },
+        ),
+        (
+            "a limit above the count",
+            HistoryQuery {
+                since: Some(t),
+                limit: Some(1_000),
+                ..HistoryQuery::default()
+            },
+        ),
+        (
+            "every filter at once",
+            HistoryQuery {
+                tests: tests(&[("hist-a", "test_one"), ("hist-b", "test_one")]),
+                suite: Some("hist-a".to_owned()),
+                name_contains: Some("one".to_owned()),
+                since: Some(t + 100.0),
+                kinds: strings(&[KIND_STRESS, KIND_RUN]),
+                limit: Some(2),
+            },
+        ),
+        (
+            "no tests",
+            HistoryQuery {
+                tests: Some(Vec::new()),
+                ..HistoryQuery::default()
+            },
+        ),
+        (
+            "no kinds",
+            HistoryQuery {
+                since: Some(t),
+                kinds: Some(Vec::new()),
+                ..HistoryQuery::default()
+            },
+        ),
+        (
+            "limit 0",
+            HistoryQuery {
+                since: Some(t),
+                limit: Some(0),
+                ..HistoryQuery::default()
+            },
+        ),
+        (
+            "an unknown suite",
+            HistoryQuery {
+                suite: Some("no-such-suite".to_owned()),
+                ..HistoryQuery::default()
+            },
+        ),
+    ];
+    for (what, query) in &queries {
+        let expected = data.expected(query);
+        assert_eq!(history(store, query).await, expected, "history: {what}");
+    }
+    // The model is not vacuous: the checks above see what they mean to.
+    let count = |i: usize| data.expected(&queries[i].1).len();
+    assert_eq!(
+        (count(0), count(5), count(6), count(7)),
+        (13, 1, 0, 3),
+        "rows the model expects"
+    );
+    let newest: Vec<f64> = history(store, &queries[10].1)
+        .await
+        .iter()
+        .map(|r| r.start - t)
+        .collect();
+    assert_eq!(
+        newest,
+        [150.0, 201.0, 201.0],
+        "the newest three, oldest first"
+    );
+
+    // No filter at all: every attempt in the store, oldest first.
+    let everything = history(store, &HistoryQuery::default()).await;
+    let mut recorded = 0;
+    for r in store.runs(usize::MAX).await.expect("runs") {
+        recorded += store
+            .attempts_of_run(&r.run.run_id)
+            .await
+            .expect("attempts_of_run")
+            .len();
+    }
+    assert_eq!(
+        everything.len(),
+        recorded,
+        "an empty query returns every attempt"
+    );
+    assert!(
+        everything.windows(2).all(|w| w[0].start <= w[1].start),
+        "history is oldest first"
+    );
+    assert_eq!(
+        everything[everything.len() - data.attempts.len()..],
+        data.rows(),
+        "the newest attempts are the history checks' own, every field as recorded"
+    );
+}
+
+/// Thousands of asked tests (more than one statement's worth of keys) read
+/// back every row in order, and a limit picks the newest across statements.
+pub async fn history_across_statement_chunks(store: &dyn Store) {
+    const N: u32 = 4_500;
+    let t = 5.5e9;
+    let mut r = run("chunks", t);
+    r.kind = KIND_STRESS.to_owned();
+    store.begin_run(&r).await.expect("begin_run");
+    let mut attempts = Vec::new();
+    for i in 0..N {
+        // Newest first by name, and every seventh test again later on, so
+        // that the newest rows come from every statement.
+        let name = format!("t{i:05}");
+        let mut a = attempt("chunks", "chunk", &name, Outcome::Pass, 0.0, 0.1);
+        a.start = t + f64::from(N - i) * 0.001;
+        a.end = a.start + 0.1;
+        attempts.push(a.clone());
+        if i % 7 == 0 {
+            a.repeat = 1;
+            a.outcome = Outcome::Fail;
+            a.start = t + 10.0 + f64::from(i) * 0.001;
+            a.end = a.start + 0.1;
+            attempts.push(a);
+        }
+    }
+    store
+        .record_attempts(&attempts)
+        .await
+        .expect("record_attempts");
+    let mut expected: Vec<HistoryRow> = attempts.iter().map(|a| history_row(a, &r)).collect();
+    expected.sort_by(|a, b| a.start.total_cmp(&b.start));
+
+    let mut asked: Vec<TestId> = (0..N)
+        .map(|i| TestId::new("chunk", format!("t{i:05}")))
+        .collect();
+    asked.push(TestId::new("chunk", "absent"));
+    let all = HistoryQuery {
+        tests: Some(asked),
+        ..HistoryQuery::default()
+    };
+    assert_eq!(
+        history(store, &all).await,
+        expected,
+        "every row, oldest first"
+    );
+    let newest = HistoryQuery {
+        limit: Some(700),
+        ..all.clone()
+    };
+    assert_eq!(
+        history(store, &newest).await,
+        expected[expected.len() - 700..],
+        "the newest rows across statements"
+    );
+    let by_name = HistoryQuery {
+        tests: None,
+        suite: Some("chunk".to_owned()),
+        name_contains: Some("t0".to_owned()),
+        since: Some(t),
+        kinds: Some(vec![KIND_STRESS.to_owned()]),
+        limit: Some(5),
+    };
+    assert_eq!(
+        history(store, &by_name).await,
+        expected[expected.len() - 5..],
+        "tests found by name, across statements"
+    );
+}
+
+/// `run_health` counts every execution of whole runs (attempts with a final
+/// status) and the failed ones, in the order asked, without unknown runs.
+pub async fn run_health_counts_whole_runs(store: &dyn Store) {
+    let t = 5.2e9;
+    for (i, id) in ["rh-mixed", "rh-broken", "rh-empty"]
+        .into_iter()
+        .enumerate()
+    {
+        begin(store, id, t + i as f64).await;
+    }
+    let mut attempts = Vec::new();
+    let statuses = [
+        (Outcome::Pass, Some(FinalStatus::Passed)),
+        (Outcome::Pass, Some(FinalStatus::Passed)),
+        (Outcome::Pass, Some(FinalStatus::Passed)),
+        (Outcome::Fail, Some(FinalStatus::Failed)),
+        (Outcome::Timeout, Some(FinalStatus::Failed)),
+        (Outcome::Pass, Some(FinalStatus::Flaky)),
+        (Outcome::Skip, Some(FinalStatus::Skipped)),
+        (Outcome::Fail, None),
+        (Outcome::Crash, None),
+    ];
+    for (i, (outcome, status)) in statuses.into_iter().enumerate() {
+        let mut a = attempt(
+            "rh-mixed",
+            "rh",
+            &format!("t{i}"),
+            outcome,
+            t + i as f64,
+            1.0,
+        );
+        a.final_status = status;
+        attempts.push(a);
+    }
+    for i in 0..4 {
+        let mut a = attempt("rh-broken", "rh", &format!("t{i}"), Outcome::Crash, t, 1.0);
+        a.final_status = Some(FinalStatus::Failed);
+        attempts.push(a);
+    }
+    attempts.push(attempt("rh-broken", "rh", "lost", Outcome::Lost, t, 1.0));
+    store
+        .record_attempts(&attempts)
+        .await
+        .expect("record_attempts");
+
+    let health = |run_id: &str, executions: u64, failed: u64| RunHealthRow {
+        run_id: run_id.to_owned(),
+        executions,
+        failed,
+    };
+    let ids = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        store
+            .run_health(&ids(&[
+                "rh-broken",
+                "rh-none",
+                "rh-mixed",
+                "rh-empty",
+                "rh-mixed"
+            ]))
+            .await
+            .expect("run_health"),
+        [
+            health("rh-broken", 4, 4),
+            health("rh-mixed", 7, 2),
+            health("rh-empty", 0, 0),
+        ],
+        "whole runs, in the order asked, unknown and repeated ids left out"
+    );
+    assert!(
+        store.run_health(&[]).await.expect("run_health").is_empty(),
+        "no runs asked, none answered"
+    );
+    let mut many: Vec<String> = (0..2_500).map(|i| format!("rh-unknown-{i}")).collect();
+    many.push("rh-mixed".to_owned());
+    assert_eq!(
+        store.run_health(&many).await.expect("run_health"),
+        [health("rh-mixed", 7, 2)],
+        "ids across statements"
+    );
+}
+
+/// `slot_order` finds a test's first failing attempt in a run and what its
+/// worker's slot ran before it, leaving out later attempts, other slots of
+/// the worker, the same slot of other workers and other runs.
+pub async fn slot_order_of_a_failure(store: &dyn Store) {
+    let t = 5e9;
+    begin(store, "so-run", t).await;
+    begin(store, "so-other", t - 10.0).await;
+    let at = |run_id: &str, test: &str, outcome: Outcome, start: f64, worker: &str, slot: u32| {
+        let mut a = attempt(run_id, "so", test, outcome, t + start, 0.25);
+        a.worker = worker.to_owned();
+        a.slot = slot;
+        a
+    };
+    let repeat = |mut a: AttemptRecord, r: u32| {
+        a.repeat = r;
+        a
+    };
+    let (w1, w2) = ("worker-1", "worker-2");
+    // Worker 1, slot 0: what ran before the failure, the failure, and after.
+    let first = at("so-run", "a", Outcome::Pass, 1.0, w1, 0);
+    let skipped = at("so-run", "b", Outcome::Skip, 2.0, w1, 0);
+    let passed_first = at("so-run", "target", Outcome::Pass, 3.0, w1, 0);
+    let tie_before = at("so-run", "tie-before", Outcome::Pass, 5.0, w1, 0);
+    let failure = repeat(at("so-run", "target", Outcome::Fail, 5.0, w1, 0), 1);
+    let tie_after = at("so-run", "tie-after", Outcome::Pass, 5.0, w1, 0);
+    let after = at("so-run", "c", Outcome::Pass, 6.0, w1, 0);
+    let later_failure = repeat(at("so-run", "target", Outcome::Timeout, 7.0, w1, 0), 2);
+    // Elsewhere.
+    let other_slot = at("so-run", "x", Outcome::Pass, 2.5, w1, 1);
+    let other_worker = at("so-run", "z", Outcome::Pass, 1.5, w2, 0);
+    let passed_elsewhere = repeat(at("so-run", "target", Outcome::Pass, 0.5, w2, 0), 3);
+    let failed_later_elsewhere = repeat(at("so-run", "target", Outcome::Crash, 5.5, w2, 1), 4);
+    let other_run = at("so-other", "target", Outcome::Fail, 0.1, w1, 0);
+    let other_run_before = at("so-other", "a", Outcome::Pass, 0.05, w1, 0);
+    // A test whose first non-passing attempt is a skip, then a crash.
+    let crashy_skip = at("so-run", "crashy", Outcome::Skip, 1.0, w2, 1);
+    let crashy_crash = repeat(at("so-run", "crashy", Outcome::Crash, 3.0, w2, 1), 1);
+
+    for batch in [
+        vec![
+            later_failure.clone(),
+            other_slot.clone(),
+            first.clone(),
+            other_worker.clone(),
+            tie_before.clone(),
+            other_run.clone(),
+            crashy_crash.clone(),
+        ],
+        vec![
+            failure.clone(),
+            skipped.clone(),
+            passed_elsewhere.clone(),
+            other_run_before.clone(),
+        ],
+        vec![
+            tie_after.clone(),
+            after.clone(),
+            passed_first.clone(),
+            failed_later_elsewhere.clone(),
+            crashy_skip.clone(),
+        ],
+    ] {
+        store
+            .record_attempts(&batch)
+            .await
+            .expect("record_attempts");
+    }
+    let so_run = run("so-run", t);
+    let row = |a: &AttemptRecord| history_row(a, &so_run);
+    let order = |test: &str| {
+        let id = TestId::new("so", test);
+        async move { store.slot_order("so-run", &id).await.expect("slot_order") }
+    };
+
+    assert_eq!(
+        order("target").await,
+        Some(SlotOrder {
+            worker: w1.to_owned(),
+            slot: 0,
+            failed: row(&failure),
+            before: vec![
+                row(&first),
+                row(&skipped),
+                row(&passed_first),
+                row(&tie_before)
+            ],
+        }),
+        "the first failure's slot, and what it ran before (ties by recording order)"
+    );
+    assert_eq!(
+        order("crashy").await,
+        Some(SlotOrder {
+            worker: w2.to_owned(),
+            slot: 1,
+            failed: row(&crashy_crash),
+            before: vec![row(&crashy_skip)],
+        }),
+        "a skip is not a failure; a crash is"
+    );
+    assert_eq!(order("a").await, None, "a test that only passed");
+    assert_eq!(order("never-ran").await, None, "a test that never ran");
+    let err = store
+        .slot_order("so-none", &TestId::new("so", "target"))
+        .await
+        .expect_err("slot order of an unknown run");
+    assert!(
+        matches!(err, StoreError::UnknownRun(ref id) if id == "so-none"),
+        "{err:?}"
+    );
+    let other = store
+        .slot_order("so-other", &TestId::new("so", "target"))
+        .await
+        .expect("slot_order")
+        .expect("the other run's failure");
+    assert_eq!(
+        (other.failed, other.before),
+        (
+            history_row(&other_run, &run("so-other", t - 10.0)),
+            vec![history_row(&other_run_before, &run("so-other", t - 10.0))]
+        ),
+        "each run's own slot"
+    );
+}
+
+/// The run that the schema-migration tests record in a store at schema
+/// version 2 (before runs had an environment, a seed and a kind), as it
+/// must read back once migrated: environment `""`, no seed, kind `"run"`.
+pub fn schema_v2_run() -> RunRecord {
+    RunRecord {
+        environment: String::new(),
+        seed: None,
+        kind: KIND_RUN.to_owned(),
+        ..run("v2-run", 1_600_000_000.0)
+    }
+}
+
+/// The attempts the schema-migration tests record for [`schema_v2_run`].
+pub fn schema_v2_attempts() -> Vec<AttemptRecord> {
+    let mut failed = attempt("v2-run", "v2", "t1", Outcome::Fail, 1_600_000_001.0, 1.0);
+    failed.final_status = Some(FinalStatus::Failed);
+    let mut passed = attempt("v2-run", "v2", "t2", Outcome::Pass, 1_600_000_002.0, 1.0);
+    passed.final_status = Some(FinalStatus::Passed);
+    vec![failed, passed]
+}
+
+/// Checks a store that was created at schema version 2, given
+/// [`schema_v2_run`] and its [`schema_v2_attempts`] then, and reopened by
+/// this version: the old run and its attempts are all there, with the new
+/// columns' defaults, and new runs are recorded beside them.
+pub async fn schema_v2_runs_survive_migration(store: &dyn Store) {
+    let old = schema_v2_run();
+    let runs = store.runs(usize::MAX).await.expect("runs");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        runs[0].run, old,
+        "the old run reads back, environment '' and kind 'run'"
+    );
+    let attempts = schema_v2_attempts();
+    assert_eq!(
+        store
+            .attempts_of_run(&old.run_id)
+            .await
+            .expect("attempts_of_run"),
+        attempts
+    );
+    let rows: Vec<HistoryRow> = attempts.iter().map(|a| history_row(a, &old)).collect();
+    let query = HistoryQuery {
+        kinds: Some(vec![KIND_RUN.to_owned()]),
+        since: Some(0.0),
+        ..HistoryQuery::default()
+    };
+    assert_eq!(
+        history(store, &query).await,
+        rows,
+        "old attempts are history of kind 'run'"
+    );
+    assert_eq!(
+        store
+            .run_health(std::slice::from_ref(&old.run_id))
+            .await
+            .expect("run_health"),
+        [RunHealthRow {
+            run_id: old.run_id.clone(),
+            executions: 2,
+            failed: 1,
+        }]
+    );
+    let failed = store
+        .slot_order(&old.run_id, &TestId::new("v2", "t1"))
+        .await
+        .expect("slot_order")
+        .expect("the old failure");
+    assert_eq!(failed.failed, rows[0]);
+
+    let mut new = run("v3-run", 1_600_000_100.0);
+    new.seed = Some(42);
+    new.kind = KIND_STRESS.to_owned();
+    store
+        .begin_run(&new)
+        .await
+        .expect("begin_run after migrating");
+    let runs = store.runs(usize::MAX).await.expect("runs");
+    assert_eq!(
+        runs.into_iter().map(|r| r.run).collect::<Vec<_>>(),
+        [new, old],
+        "new runs beside the old"
+    );
 }

@@ -7,7 +7,7 @@ use crate::sql_store::{Adapter, Engine, SqlStore, impl_store};
 use crate::store::DEFAULT_ESTIMATE_WINDOW;
 use crate::{CoordinatorLock, StoreError};
 use sqlx::Connection;
-use sqlx::migrate::Migrator;
+use sqlx::migrate::{Migration, Migrator};
 use sqlx::postgres::{
     PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgQueryResult, Postgres,
 };
@@ -65,6 +65,13 @@ impl PgStore {
     /// which must exist) and brings its schema up to date. Errors name the
     /// URL with its password redacted.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_migrated(url, MIGRATOR.iter().as_slice()).await
+    }
+
+    /// [`open`](Self::open), applying `migrations` (all embedded ones, or
+    /// fewer in tests that build an old store) as far as the database lacks
+    /// them.
+    async fn open_migrated(url: &str, migrations: &[Migration]) -> Result<Self, StoreError> {
         let location = redact_url(url);
         let open_err = |source| StoreError::Open {
             location: location.clone(),
@@ -79,7 +86,7 @@ impl PgStore {
         let mut conn = PgConnection::connect_with(&options)
             .await
             .map_err(open_err)?;
-        migrate(&mut conn, &location).await?;
+        migrate(&mut conn, &location, migrations).await?;
         let _ = conn.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
@@ -173,7 +180,11 @@ fn percent_decode(s: &str) -> String {
 /// Applies pending migrations in one transaction that holds the migration
 /// advisory lock (see [`migration`](crate::migration)); PostgreSQL's DDL is transactional, so
 /// a failed migration leaves nothing behind.
-async fn migrate(conn: &mut PgConnection, location: &str) -> Result<(), StoreError> {
+async fn migrate(
+    conn: &mut PgConnection,
+    location: &str,
+    migrations: &[Migration],
+) -> Result<(), StoreError> {
     let err = StoreError::migrate(location);
     let mut tx = conn.begin().await.map_err(err)?;
     // Without the notice "relation schema_migrations already exists,
@@ -187,7 +198,7 @@ async fn migrate(conn: &mut PgConnection, location: &str) -> Result<(), StoreErr
         .execute(&mut *tx)
         .await
         .map_err(err)?;
-    SqlStore::apply_migrations(&mut tx, &MIGRATOR, CREATE_SCHEMA_TABLE, location).await?;
+    SqlStore::apply_migrations(&mut tx, migrations, CREATE_SCHEMA_TABLE, location).await?;
     tx.commit().await.map_err(err)
 }
 
@@ -331,6 +342,37 @@ mod tests {
         .await;
     }
 
+    /// A database created at schema version 2 and reopened keeps its runs
+    /// and attempts, which read back with the new columns' defaults.
+    #[tokio::test]
+    async fn schema_v2_store_is_migrated_keeping_runs() {
+        with_database(
+            "pg_store::tests::schema_v2_store_is_migrated_keeping_runs",
+            |url| async move {
+                let v2: Vec<Migration> = MIGRATOR
+                    .iter()
+                    .filter(|m| m.version <= 2)
+                    .cloned()
+                    .collect();
+                let old = PgStore::open_migrated(&url, &v2).await.unwrap();
+                assert_eq!(old.schema_version().await.unwrap(), 2);
+                old.sql()
+                    .begin_run_at_schema_v2(&crate::conformance::schema_v2_run())
+                    .await
+                    .unwrap();
+                old.record_attempts(&crate::conformance::schema_v2_attempts())
+                    .await
+                    .unwrap();
+                old.close().await;
+
+                let store = PgStore::open(&url).await.unwrap();
+                assert_eq!(store.schema_version().await.unwrap(), 3);
+                crate::conformance::schema_v2_runs_survive_migration(&store).await;
+            },
+        )
+        .await;
+    }
+
     #[tokio::test]
     async fn store_from_a_newer_shoal_is_refused() {
         with_database(
@@ -367,6 +409,9 @@ mod tests {
                         worker: "local".to_owned(),
                         selection: "all".to_owned(),
                         planned: 4,
+                        environment: crate::default_environment(),
+                        seed: None,
+                        kind: crate::KIND_RUN.to_owned(),
                     })
                     .await
                     .unwrap();

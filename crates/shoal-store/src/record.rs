@@ -19,6 +19,34 @@ pub struct RunRecord {
     pub selection: String,
     /// Planned test executions (selected tests × repeat).
     pub planned: usize,
+    /// Where the run ran: [`default_environment`] (`"{os}-{arch}"`) unless
+    /// the user named it. Runs recorded before the store had this column
+    /// read back `""`.
+    pub environment: String,
+    /// The seed that shuffled the run's test order, if it was shuffled.
+    /// Stored as the signed 64-bit integer with the same bits, so every
+    /// `u64` round-trips (SQL sees values above `i64::MAX` as negative).
+    pub seed: Option<u64>,
+    /// Why the run happened: [`KIND_RUN`], [`KIND_STRESS`] or
+    /// [`KIND_BISECT`] by convention; the store keeps any text.
+    pub kind: String,
+}
+
+/// [`RunRecord::kind`] of an ordinary run (and of runs recorded before the
+/// store kept kinds).
+pub const KIND_RUN: &str = "run";
+
+/// [`RunRecord::kind`] of a run that repeats tests to measure flakiness.
+pub const KIND_STRESS: &str = "stress";
+
+/// [`RunRecord::kind`] of a run that replays a slot's order to find the
+/// test a failure depends on.
+pub const KIND_BISECT: &str = "bisect";
+
+/// The environment of a run on this machine, when the user named none:
+/// `"{os}-{arch}"` of [`std::env::consts`], e.g. `"linux-x86_64"`.
+pub fn default_environment() -> String {
+    format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH)
 }
 
 /// How a run ended, set by [`Store::finish_run`](crate::Store::finish_run).

@@ -11,7 +11,9 @@
 //! binds values in the documented order and maps rows with the types below,
 //! for either engine.
 
-use crate::{AttemptRecord, LeaseRecord, QueuedRun, RunEnd, RunRecord, RunSummary, StoreError};
+use crate::{
+    AttemptRecord, HistoryRow, LeaseRecord, QueuedRun, RunEnd, RunRecord, RunSummary, StoreError,
+};
 use shoal_core::{FinalStatus, Outcome, RunCounts};
 use std::collections::HashSet;
 
@@ -46,6 +48,15 @@ impl Dialect {
     /// `p, p, ...`: `rows` single parameters, without parentheses.
     fn list(self, rows: usize) -> String {
         self.join(rows, 1, false)
+    }
+
+    /// The `n`-th (1-based) parameter of a statement: `?` (bound in order
+    /// of appearance, so `n` must be the order of appearance) or `$n`.
+    fn param(self, n: usize) -> String {
+        match self {
+            Dialect::Sqlite => "?".to_owned(),
+            Dialect::Postgres => format!("${n}"),
+        }
     }
 
     fn join(self, rows: usize, columns: usize, parens: bool) -> String {
@@ -93,11 +104,12 @@ pub(crate) const RECORD_MIGRATION: &str = "INSERT INTO schema_migrations \
 
 // ---- runs ---------------------------------------------------------------
 
-/// Binds: uid, started, commit_sha, dirty, worker, selection, planned.
-/// Affects no row when the run id exists.
+/// Binds: uid, started, commit_sha, dirty, worker, selection, planned,
+/// environment, seed ([`seed_param`]), kind. Affects no row when the run id
+/// exists.
 pub(crate) const INSERT_RUN: &str = "INSERT INTO runs \
-     (uid, started, commit_sha, dirty, worker, selection, planned) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (uid) DO NOTHING";
+     (uid, started, commit_sha, dirty, worker, selection, planned, environment, seed, kind) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (uid) DO NOTHING";
 
 /// Binds: uid, ended, passed, failed, flaky, skipped, attempts, interrupted,
 /// exit_code. Affects no row when the run does not exist.
@@ -109,8 +121,19 @@ pub(crate) const RUN_KEY: &str = "SELECT id FROM runs WHERE uid = $1";
 
 /// Binds: limit. Yields [`RunRow`]s, newest first.
 pub(crate) const RECENT_RUNS: &str = "SELECT uid, started, commit_sha, dirty, worker, selection, \
-     planned, ended, passed, failed, flaky, skipped, attempts, interrupted, exit_code \
-     FROM runs ORDER BY started DESC, id DESC LIMIT $1";
+     planned, environment, seed, kind, ended, passed, failed, flaky, skipped, attempts, \
+     interrupted, exit_code FROM runs ORDER BY started DESC, id DESC LIMIT $1";
+
+/// A run's seed as stored: the `i64` with the same bits, so that every
+/// `u64` fits (those above `i64::MAX` are negative in SQL).
+pub(crate) fn seed_param(seed: Option<u64>) -> Option<i64> {
+    seed.map(|s| i64::from_ne_bytes(s.to_ne_bytes()))
+}
+
+/// The `u64` seed whose bits a stored seed holds ([`seed_param`] reversed).
+fn seed_value(stored: Option<i64>) -> Option<u64> {
+    stored.map(|s| u64::from_ne_bytes(s.to_ne_bytes()))
+}
 
 // ---- interned names: tests, workers, commits ------------------------------
 
@@ -287,6 +310,133 @@ fn median(values: &mut [f64]) -> Option<f64> {
     }
 }
 
+// ---- flaky statistics: history, run health, slot order ----------------------
+
+/// The columns of a [`HistoryDbRow`] and the joins that supply them, `a`
+/// being the attempt and `r` its run; a statement adds `WHERE ...`.
+macro_rules! history_select {
+    () => {
+        "SELECT a.id AS attempt_key, a.run_id AS run_key, a.worker_id AS worker_key, \
+         r.uid AS run_uid, t.suite, t.name AS test, c.sha AS commit_sha, a.dirty, \
+         r.environment, r.kind, a.outcome, a.final_status, a.attempt, a.repetition, a.slot, \
+         w.name AS worker, a.started, a.ended \
+         FROM attempts a \
+         JOIN runs r ON r.id = a.run_id \
+         JOIN tests t ON t.id = a.test_id \
+         JOIN workers w ON w.id = a.worker_id \
+         LEFT JOIN commits c ON c.id = a.commit_id"
+    };
+}
+
+/// Binds: suite. Yields `(id, suite, name)` of the suite's tests.
+pub(crate) const TESTS_OF_SUITE: &str = "SELECT id, suite, name FROM tests WHERE suite = $1";
+
+/// Yields `(id, suite, name)` of every test.
+pub(crate) const ALL_TESTS: &str = "SELECT id, suite, name FROM tests";
+
+/// How much earlier than `since` a run may have ended and still hold an
+/// attempt that started at `since` or later: attempts are timed by the
+/// clocks of the workers that ran them, runs' ends by the coordinator's.
+pub(crate) const CLOCK_SKEW_MARGIN: f64 = 86_400.0;
+
+/// The filters a [`history`] statement applies, which decide its
+/// parameters.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HistoryShape {
+    /// How many test keys `a.test_id` must be among; `None` for any test.
+    pub(crate) tests: Option<usize>,
+    /// Whether attempts must start at or after a time.
+    pub(crate) since: bool,
+    /// How many run kinds the run's kind must be among; `None` for any.
+    pub(crate) kinds: Option<usize>,
+    /// Whether only the newest rows up to a limit are wanted.
+    pub(crate) limit: bool,
+}
+
+/// Binds, in this order: each test key (`i64`) if `shape.tests`; `since`
+/// if `shape.since`; `since - `[`CLOCK_SKEW_MARGIN`] if `shape.since` and
+/// not `shape.tests`; each kind if `shape.kinds`; the limit if
+/// `shape.limit`. Yields [`HistoryDbRow`]s by start (ties by attempt key),
+/// oldest first, or with a limit the newest first.
+///
+/// With test keys, the attempts come from `attempts_by_test (test_id,
+/// started)`, a range per test. Without, the runs that could hold a
+/// matching attempt (ended at `since` or later, less the margin, or not
+/// ended; of the wanted kinds) are chosen first and their attempts read by
+/// run, so the cost follows the recent runs, not the whole history.
+pub(crate) fn history(dialect: Dialect, shape: HistoryShape) -> String {
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        dialect.param(n)
+    };
+    let mut conditions = Vec::new();
+    if let Some(tests) = shape.tests {
+        let keys: Vec<String> = (0..tests).map(|_| next()).collect();
+        conditions.push(format!("a.test_id IN ({})", keys.join(", ")));
+    }
+    if shape.since {
+        conditions.push(format!("a.started >= {}", next()));
+    }
+    let mut run_conditions = Vec::new();
+    if shape.since && shape.tests.is_none() {
+        run_conditions.push(format!("(q.ended IS NULL OR q.ended >= {})", next()));
+    }
+    if let Some(kinds) = shape.kinds {
+        let kinds: Vec<String> = (0..kinds).map(|_| next()).collect();
+        run_conditions.push(format!("q.kind IN ({})", kinds.join(", ")));
+    }
+    if !run_conditions.is_empty() {
+        conditions.push(format!(
+            "a.run_id IN (SELECT q.id FROM runs q WHERE {})",
+            run_conditions.join(" AND ")
+        ));
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    let order = if shape.limit {
+        format!(" ORDER BY a.started DESC, a.id DESC LIMIT {}", next())
+    } else {
+        " ORDER BY a.started, a.id".to_owned()
+    };
+    format!("{}{filter}{order}", history_select!())
+}
+
+/// Binds: one run uid per run. Yields `(uid, executions, failed)` of the
+/// known runs: attempts with a final status, and those whose final status
+/// is failed.
+pub(crate) fn run_health(dialect: Dialect, runs: usize) -> String {
+    format!(
+        "SELECT r.uid, COUNT(a.final_status), \
+         COALESCE(SUM(CASE WHEN a.final_status = 'failed' THEN 1 ELSE 0 END), 0) \
+         FROM runs r LEFT JOIN attempts a ON a.run_id = r.id \
+         WHERE r.uid IN ({}) GROUP BY r.uid",
+        dialect.list(runs)
+    )
+}
+
+/// Binds: run uid, suite, name. Yields the test's first failing attempt
+/// (outcome other than pass or skip) in the run as a [`HistoryDbRow`], if
+/// any.
+pub(crate) const FIRST_FAILURE: &str = concat!(
+    history_select!(),
+    " WHERE r.uid = $1 AND t.suite = $2 AND t.name = $3 \
+     AND a.outcome NOT IN ('pass', 'skip') ORDER BY a.started, a.id LIMIT 1"
+);
+
+/// Binds: run key, worker key, slot, started, attempt key of an attempt.
+/// Yields the [`HistoryDbRow`]s of the attempts that ran before it on the
+/// same worker and slot of its run, by start (ties by attempt key): a walk
+/// of `attempts_slot_order (run_id, worker_id, slot, started)`.
+pub(crate) const SLOT_BEFORE: &str = concat!(
+    history_select!(),
+    " WHERE a.run_id = $1 AND a.worker_id = $2 AND a.slot = $3 \
+     AND (a.started < $4 OR (a.started = $4 AND a.id < $5)) ORDER BY a.started, a.id"
+);
+
 // ---- coordinator state -----------------------------------------------------
 
 /// Binds: run_id, spec, submitted. Affects no row when the id exists.
@@ -438,9 +588,6 @@ pub(crate) struct LeaseRow {
 
 impl LeaseRow {
     pub(crate) fn into_record(self) -> Result<LeaseRecord, StoreError> {
-        let to_u64 = |v: i64, what: &str| {
-            u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} {v}")))
-        };
         Ok(LeaseRecord {
             run_id: self.run_id,
             lease_id: to_u64(self.lease_id, "lease id")?,
@@ -463,6 +610,9 @@ pub(crate) struct RunRow {
     worker: String,
     selection: String,
     planned: i64,
+    environment: String,
+    seed: Option<i64>,
+    kind: String,
     ended: Option<f64>,
     passed: Option<i64>,
     failed: Option<i64>,
@@ -504,6 +654,9 @@ impl RunRow {
                 worker: self.worker,
                 selection: self.selection,
                 planned: to_usize(self.planned, "planned count")?,
+                environment: self.environment,
+                seed: seed_value(self.seed),
+                kind: self.kind,
             },
             end,
         })
@@ -538,8 +691,7 @@ impl AttemptRow {
             test: self.test,
             attempt: to_u32(self.attempt, "attempt number")?,
             repeat: to_u32(self.repetition, "repetition")?,
-            outcome: Outcome::parse(&self.outcome)
-                .ok_or_else(|| StoreError::Corrupt(format!("outcome {:?}", self.outcome)))?,
+            outcome: parse_outcome(&self.outcome)?,
             slot: to_u32(self.slot, "slot")?,
             worker: self.worker,
             start: self.started,
@@ -557,6 +709,69 @@ impl AttemptRow {
     }
 }
 
+/// A row of [`history`], [`FIRST_FAILURE`] and [`SLOT_BEFORE`]: a
+/// [`HistoryRow`] plus the keys that order rows and find a slot's attempts.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct HistoryDbRow {
+    /// The attempt's key: its order of recording, which breaks ties of
+    /// start times.
+    pub(crate) attempt_key: i64,
+    pub(crate) run_key: i64,
+    pub(crate) worker_key: i64,
+    run_uid: String,
+    suite: String,
+    test: String,
+    commit_sha: Option<String>,
+    dirty: bool,
+    environment: String,
+    kind: String,
+    outcome: String,
+    final_status: Option<String>,
+    attempt: i64,
+    repetition: i64,
+    pub(crate) slot: i64,
+    worker: String,
+    pub(crate) started: f64,
+    ended: f64,
+}
+
+impl HistoryDbRow {
+    /// Oldest first, ties in the order they were recorded.
+    pub(crate) fn chronological(a: &Self, b: &Self) -> std::cmp::Ordering {
+        a.started
+            .total_cmp(&b.started)
+            .then(a.attempt_key.cmp(&b.attempt_key))
+    }
+
+    pub(crate) fn into_row(self) -> Result<HistoryRow, StoreError> {
+        Ok(HistoryRow {
+            run_id: self.run_uid,
+            suite: self.suite,
+            test: self.test,
+            commit: self.commit_sha,
+            dirty: self.dirty,
+            environment: self.environment,
+            kind: self.kind,
+            outcome: parse_outcome(&self.outcome)?,
+            final_status: self
+                .final_status
+                .as_deref()
+                .map(parse_final_status)
+                .transpose()?,
+            attempt: to_u32(self.attempt, "attempt number")?,
+            repeat: to_u32(self.repetition, "repetition")?,
+            slot: to_u32(self.slot, "slot")?,
+            worker: self.worker,
+            start: self.started,
+            end: self.ended,
+        })
+    }
+}
+
+fn parse_outcome(s: &str) -> Result<Outcome, StoreError> {
+    Outcome::parse(s).ok_or_else(|| StoreError::Corrupt(format!("outcome {s:?}")))
+}
+
 fn parse_final_status(s: &str) -> Result<FinalStatus, StoreError> {
     [
         FinalStatus::Passed,
@@ -571,6 +786,11 @@ fn parse_final_status(s: &str) -> Result<FinalStatus, StoreError> {
 
 fn to_u32(v: i64, what: &str) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} {v}")))
+}
+
+/// A stored count as a `u64`; negative means a broken store.
+pub(crate) fn to_u64(v: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} {v}")))
 }
 
 fn to_usize(v: i64, what: &str) -> Result<usize, StoreError> {

@@ -20,11 +20,12 @@
 use crate::migration::{self, Applied};
 use crate::sql::{self, Dialect, Names, distinct, interned, sorted};
 use crate::{
-    AttemptRecord, CoordinatorLock, LeaseRecord, QueuedRun, RunRecord, RunSummary, StoreError,
+    AttemptRecord, CoordinatorLock, HistoryQuery, HistoryRow, LeaseRecord, QueuedRun, RunHealthRow,
+    RunRecord, RunSummary, SlotOrder, StoreError,
 };
 use shoal_core::{RunCounts, TestId};
 use sqlx::database::HasStatementCache;
-use sqlx::migrate::Migrator;
+use sqlx::migrate::Migration;
 use sqlx::{
     ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type,
 };
@@ -129,6 +130,32 @@ macro_rules! impl_store {
             ) -> Result<Vec<$crate::AttemptRecord>, $crate::StoreError> {
                 $crate::sql_store::Adapter::sql(self)
                     .attempts_of_run(run_id)
+                    .await
+            }
+
+            async fn history(
+                &self,
+                query: &$crate::HistoryQuery,
+            ) -> Result<Vec<$crate::HistoryRow>, $crate::StoreError> {
+                $crate::sql_store::Adapter::sql(self).history(query).await
+            }
+
+            async fn run_health(
+                &self,
+                run_ids: &[String],
+            ) -> Result<Vec<$crate::RunHealthRow>, $crate::StoreError> {
+                $crate::sql_store::Adapter::sql(self)
+                    .run_health(run_ids)
+                    .await
+            }
+
+            async fn slot_order(
+                &self,
+                run_id: &str,
+                test: &shoal_core::TestId,
+            ) -> Result<Option<$crate::SlotOrder>, $crate::StoreError> {
+                $crate::sql_store::Adapter::sql(self)
+                    .slot_order(run_id, test)
                     .await
             }
 
@@ -263,13 +290,14 @@ where
     }
 
     /// Creates the `schema_migrations` table with `create_table` if it is
-    /// missing, then applies and records the migrations of `migrator` that
-    /// the store lacks (see [`migration`]), all in `tx`. The adapter begins
+    /// missing, then applies and records the `migrations` (the adapter's
+    /// embedded ones; fewer in tests that build an old store) that the
+    /// store lacks (see [`migration`]), all in `tx`. The adapter begins
     /// `tx` (holding whatever lock keeps concurrent openers out) and
     /// commits it.
     pub(crate) async fn apply_migrations(
         tx: &mut Transaction<'_, DB>,
-        migrator: &Migrator,
+        migrations: &[Migration],
         create_table: &str,
         location: &str,
     ) -> Result<(), StoreError> {
@@ -282,7 +310,7 @@ where
             .fetch_all(&mut **tx)
             .await
             .map_err(err)?;
-        for m in migration::pending(migrator.iter().as_slice(), &applied, location)? {
+        for m in migration::pending(migrations, &applied, location)? {
             // A query without arguments runs as a simple query: several
             // statements at once. (`sqlx::raw_sql` does the same but its future
             // is not provably `Send`: sqlx issue #3150.)
@@ -380,10 +408,34 @@ where
             .bind(run.worker.as_str())
             .bind(run.selection.as_str())
             .bind(sql::count_param(run.planned))
+            .bind(run.environment.as_str())
+            .bind(sql::seed_param(run.seed))
+            .bind(run.kind.as_str())
             .execute(self.pool)
             .await
             .map_err(StoreError::query("record the start of a run"))?;
         Self::changed_a_row(&done, || StoreError::DuplicateRun(run.run_id.clone()))
+    }
+
+    /// Test support: records the start of `run` as a store at schema
+    /// version 2 did, without an environment, a seed or a kind.
+    #[cfg(test)]
+    pub(crate) async fn begin_run_at_schema_v2(&self, run: &RunRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO runs (uid, started, commit_sha, dirty, worker, selection, planned) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(run.run_id.as_str())
+        .bind(run.started)
+        .bind(run.commit.as_deref())
+        .bind(run.dirty)
+        .bind(run.worker.as_str())
+        .bind(run.selection.as_str())
+        .bind(sql::count_param(run.planned))
+        .execute(self.pool)
+        .await
+        .map_err(StoreError::query("record the start of a version 2 run"))?;
+        Ok(())
     }
 
     /// [`Store::record_attempts`](crate::Store::record_attempts).
@@ -549,6 +601,220 @@ where
         }
         tx.commit().await.map_err(StoreError::query(action))?;
         rows.into_iter().map(sql::AttemptRow::into_record).collect()
+    }
+
+    /// The keys of the tests that `query`'s `tests`, `suite` and
+    /// `name_contains` allow, or `None` when they allow every test.
+    async fn history_tests(
+        conn: &mut DB::Connection,
+        query: &HistoryQuery,
+    ) -> Result<Option<Vec<i64>>, StoreError> {
+        let action = "find the tests of a history query";
+        let found: Vec<(i64, String, String)> = match (&query.tests, &query.suite) {
+            (Some(tests), _) => {
+                let tests = sorted(tests.iter().map(|t| (t.suite.as_str(), t.name.as_str())));
+                let full = sql::rows_per_statement(sql::TEST_COLUMNS);
+                let mut found = Vec::with_capacity(tests.len());
+                for chunk in tests.chunks(full) {
+                    let select = sql::select_tests(DB::DIALECT, chunk.len());
+                    let mut q = sqlx::query_as(&select).persistent(chunk.len() == full);
+                    for (suite, name) in chunk {
+                        q = q.bind(*suite).bind(*name);
+                    }
+                    found.extend(
+                        q.fetch_all(&mut *conn)
+                            .await
+                            .map_err(StoreError::query(action))?,
+                    );
+                }
+                found
+            }
+            (None, Some(suite)) => sqlx::query_as(sql::TESTS_OF_SUITE)
+                .bind(suite.as_str())
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(StoreError::query(action))?,
+            (None, None) if query.name_contains.is_some() => sqlx::query_as(sql::ALL_TESTS)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(StoreError::query(action))?,
+            (None, None) => return Ok(None),
+        };
+        let wanted = |suite: &str, name: &str| {
+            query.suite.as_deref().is_none_or(|s| s == suite)
+                && query
+                    .name_contains
+                    .as_deref()
+                    .is_none_or(|n| name.contains(n))
+        };
+        Ok(Some(
+            found
+                .into_iter()
+                .filter(|(_, suite, name)| wanted(suite, name))
+                .map(|(key, _, _)| key)
+                .collect(),
+        ))
+    }
+
+    /// [`Store::history`](crate::Store::history).
+    pub(crate) async fn history(
+        &self,
+        query: &HistoryQuery,
+    ) -> Result<Vec<HistoryRow>, StoreError> {
+        let action = "read test history";
+        let matches_nothing = query.limit == Some(0)
+            || query.tests.as_ref().is_some_and(Vec::is_empty)
+            || query.kinds.as_ref().is_some_and(Vec::is_empty);
+        if matches_nothing {
+            return Ok(Vec::new());
+        }
+        let kinds = query
+            .kinds
+            .as_ref()
+            .map(|kinds| sorted(kinds.iter().map(String::as_str)));
+        let limit = query.limit.map(sql::count_param);
+        let mut tx = self.begin(DB::BEGIN_READ, action).await?;
+        let tests = Self::history_tests(&mut tx, query).await?;
+
+        // Statements of up to `full` test keys, with room for the other
+        // parameters.
+        let others = 3 + kinds.as_ref().map_or(0, Vec::len);
+        let full = sql::rows_per_statement(1).saturating_sub(others).max(1);
+        let chunks: Vec<Option<&[i64]>> = match &tests {
+            None => vec![None],
+            Some(keys) => keys.chunks(full).map(Some).collect(),
+        };
+        let mut rows: Vec<sql::HistoryDbRow> = Vec::new();
+        for chunk in chunks {
+            let shape = sql::HistoryShape {
+                tests: chunk.map(<[i64]>::len),
+                since: query.since.is_some(),
+                kinds: kinds.as_ref().map(Vec::len),
+                limit: limit.is_some(),
+            };
+            let select = sql::history(DB::DIALECT, shape);
+            let mut q = sqlx::query_as::<_, sql::HistoryDbRow>(&select)
+                .persistent(chunk.is_none_or(|c| c.len() == full));
+            for key in chunk.into_iter().flatten() {
+                q = q.bind(*key);
+            }
+            if let Some(since) = query.since {
+                q = q.bind(since);
+                if chunk.is_none() {
+                    q = q.bind(since - sql::CLOCK_SKEW_MARGIN);
+                }
+            }
+            for kind in kinds.iter().flatten() {
+                q = q.bind(*kind);
+            }
+            if let Some(limit) = limit {
+                q = q.bind(limit);
+            }
+            rows.extend(
+                q.fetch_all(&mut *tx)
+                    .await
+                    .map_err(StoreError::query(action))?,
+            );
+        }
+        tx.commit().await.map_err(StoreError::query(action))?;
+
+        rows.sort_by(sql::HistoryDbRow::chronological);
+        if let Some(limit) = query.limit {
+            // Each chunk brought its newest `limit`; keep the newest overall.
+            rows.drain(..rows.len().saturating_sub(limit));
+        }
+        rows.into_iter().map(sql::HistoryDbRow::into_row).collect()
+    }
+
+    /// [`Store::run_health`](crate::Store::run_health).
+    pub(crate) async fn run_health(
+        &self,
+        run_ids: &[String],
+    ) -> Result<Vec<RunHealthRow>, StoreError> {
+        let action = "read the health of runs";
+        let run_ids = distinct(run_ids.iter().map(String::as_str));
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut counts: HashMap<String, (i64, i64)> = HashMap::with_capacity(run_ids.len());
+        let mut tx = self.begin(DB::BEGIN_READ, action).await?;
+        let full = sql::rows_per_statement(1);
+        for chunk in run_ids.chunks(full) {
+            let select = sql::run_health(DB::DIALECT, chunk.len());
+            let mut q =
+                sqlx::query_as::<_, (String, i64, i64)>(&select).persistent(chunk.len() == full);
+            for run_id in chunk {
+                q = q.bind(*run_id);
+            }
+            for (run_id, executions, failed) in q
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(StoreError::query(action))?
+            {
+                counts.insert(run_id, (executions, failed));
+            }
+        }
+        tx.commit().await.map_err(StoreError::query(action))?;
+        let mut health = Vec::with_capacity(counts.len());
+        for run_id in run_ids {
+            if let Some((executions, failed)) = counts.remove(run_id) {
+                health.push(RunHealthRow {
+                    run_id: run_id.to_owned(),
+                    executions: sql::to_u64(executions, "execution count")?,
+                    failed: sql::to_u64(failed, "failure count")?,
+                });
+            }
+        }
+        Ok(health)
+    }
+
+    /// [`Store::slot_order`](crate::Store::slot_order).
+    pub(crate) async fn slot_order(
+        &self,
+        run_id: &str,
+        test: &TestId,
+    ) -> Result<Option<SlotOrder>, StoreError> {
+        let action = "read the order of a slot";
+        let mut tx = self.begin(DB::BEGIN_READ, action).await?;
+        let failed: Option<sql::HistoryDbRow> = sqlx::query_as(sql::FIRST_FAILURE)
+            .bind(run_id)
+            .bind(test.suite.as_str())
+            .bind(test.name.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::query(action))?;
+        let Some(failed) = failed else {
+            let exists: Option<i64> = sqlx::query_scalar(sql::RUN_KEY)
+                .bind(run_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::query(action))?;
+            tx.commit().await.map_err(StoreError::query(action))?;
+            return match exists {
+                None => Err(StoreError::UnknownRun(run_id.to_owned())),
+                Some(_) => Ok(None),
+            };
+        };
+        let before: Vec<sql::HistoryDbRow> = sqlx::query_as(sql::SLOT_BEFORE)
+            .bind(failed.run_key)
+            .bind(failed.worker_key)
+            .bind(failed.slot)
+            .bind(failed.started)
+            .bind(failed.attempt_key)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::query(action))?;
+        tx.commit().await.map_err(StoreError::query(action))?;
+        let failed = failed.into_row()?;
+        Ok(Some(SlotOrder {
+            worker: failed.worker.clone(),
+            slot: failed.slot,
+            failed,
+            before: before
+                .into_iter()
+                .map(sql::HistoryDbRow::into_row)
+                .collect::<Result<_, _>>()?,
+        }))
     }
 
     /// [`Store::save_queued_run`](crate::Store::save_queued_run).

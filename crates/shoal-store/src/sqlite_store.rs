@@ -7,7 +7,7 @@ use crate::store::DEFAULT_ESTIMATE_WINDOW;
 use crate::{CoordinatorLock, StoreError};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
-use sqlx::migrate::Migrator;
+use sqlx::migrate::{Migration, Migrator};
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteQueryResult, SqliteSynchronous,
@@ -55,6 +55,12 @@ impl SqliteStore {
     /// Opens the store at `path`, creating its directory and file if needed
     /// and bringing its schema up to date.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_migrated(path, MIGRATOR.iter().as_slice()).await
+    }
+
+    /// [`open`](Self::open), applying `migrations` (all embedded ones, or
+    /// fewer in tests that build an old store) as far as the file lacks them.
+    async fn open_migrated(path: &Path, migrations: &[Migration]) -> Result<Self, StoreError> {
         let location = path.display().to_string();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(dir)
@@ -98,7 +104,7 @@ impl SqliteStore {
                 }
             }
         };
-        Self::init(pool, location, Some(path.to_owned())).await
+        Self::init(pool, location, Some(path.to_owned()), migrations).await
     }
 
     /// Opens a fresh store that lives in memory until dropped (tests,
@@ -121,15 +127,16 @@ impl SqliteStore {
                 location: location.clone(),
                 source,
             })?;
-        Self::init(pool, location, None).await
+        Self::init(pool, location, None, MIGRATOR.iter().as_slice()).await
     }
 
     async fn init(
         pool: SqlitePool,
         location: String,
         path: Option<PathBuf>,
+        migrations: &[Migration],
     ) -> Result<Self, StoreError> {
-        migrate(&pool, &location).await?;
+        migrate(&pool, &location, migrations).await?;
         Ok(Self {
             pool,
             location,
@@ -163,10 +170,14 @@ impl SqliteStore {
 
 /// Applies pending migrations in one write transaction, which keeps other
 /// processes opening the same file out (see [`migration`](crate::migration)).
-async fn migrate(pool: &SqlitePool, location: &str) -> Result<(), StoreError> {
+async fn migrate(
+    pool: &SqlitePool,
+    location: &str,
+    migrations: &[Migration],
+) -> Result<(), StoreError> {
     let err = StoreError::migrate(location);
     let mut tx = pool.begin_with(BEGIN_WRITE).await.map_err(err)?;
-    SqlStore::apply_migrations(&mut tx, &MIGRATOR, CREATE_SCHEMA_TABLE, location).await?;
+    SqlStore::apply_migrations(&mut tx, migrations, CREATE_SCHEMA_TABLE, location).await?;
     tx.commit().await.map_err(err)
 }
 
@@ -282,6 +293,9 @@ mod tests {
             worker: "local".to_owned(),
             selection: "all".to_owned(),
             planned: 0,
+            environment: crate::default_environment(),
+            seed: None,
+            kind: crate::KIND_RUN.to_owned(),
         }
     }
 
@@ -452,6 +466,76 @@ mod tests {
             assert_eq!(store.runs(10).await.unwrap()[0].run.run_id, "kept");
             assert_eq!(store.attempts_of_run("kept").await.unwrap().len(), 3);
             store.close().await;
+        }
+    }
+
+    /// A store created at schema version 2 and reopened keeps its runs and
+    /// attempts, which read back with the new columns' defaults.
+    #[tokio::test]
+    async fn schema_v2_store_is_migrated_keeping_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        let v2: Vec<Migration> = MIGRATOR
+            .iter()
+            .filter(|m| m.version <= 2)
+            .cloned()
+            .collect();
+        let old = SqliteStore::open_migrated(&path, &v2).await.unwrap();
+        assert_eq!(old.schema_version().await.unwrap(), 2);
+        old.sql()
+            .begin_run_at_schema_v2(&crate::conformance::schema_v2_run())
+            .await
+            .unwrap();
+        old.record_attempts(&crate::conformance::schema_v2_attempts())
+            .await
+            .unwrap();
+        old.close().await;
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.schema_version().await.unwrap(), 3);
+        crate::conformance::schema_v2_runs_survive_migration(&store).await;
+    }
+
+    /// The flaky-statistics reads walk indexes, never a whole table of
+    /// attempts: by test when tests are asked, by run otherwise, and a
+    /// slot's order by (run, worker, slot).
+    #[tokio::test]
+    async fn history_and_slot_order_read_indexes() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let plan = |statement: String| {
+            let store = store.clone();
+            async move {
+                let rows: Vec<(i64, i64, i64, String)> =
+                    sqlx::query_as(&format!("EXPLAIN QUERY PLAN {statement}"))
+                        .fetch_all(&store.pool)
+                        .await
+                        .unwrap();
+                rows.into_iter().map(|r| r.3).collect::<Vec<_>>()
+            }
+        };
+        let shape = |tests: Option<usize>| sql::HistoryShape {
+            tests,
+            since: true,
+            kinds: Some(2),
+            limit: true,
+        };
+        let by_test = plan(sql::history(Dialect::Sqlite, shape(Some(3)))).await;
+        assert!(
+            by_test.iter().any(|s| s.contains("INDEX attempts_by_test")),
+            "{by_test:#?}"
+        );
+        let by_run = plan(sql::history(Dialect::Sqlite, shape(None))).await;
+        assert!(
+            by_run.iter().any(|s| s.starts_with("SEARCH a USING INDEX")),
+            "{by_run:#?}"
+        );
+        let slot = plan(sql::SLOT_BEFORE.to_owned()).await;
+        assert!(
+            slot.iter().any(|s| s.contains("INDEX attempts_slot_order")),
+            "{slot:#?}"
+        );
+        for p in [&by_test, &by_run, &slot] {
+            assert!(!p.iter().any(|s| s.starts_with("SCAN a")), "{p:#?}");
         }
     }
 

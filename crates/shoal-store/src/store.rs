@@ -1,7 +1,8 @@
 //! The [`Store`] trait: what the engine and the CLI need from run history.
 
 use crate::{
-    AttemptRecord, CoordinatorLock, LeaseRecord, QueuedRun, RunRecord, RunSummary, StoreError,
+    AttemptRecord, CoordinatorLock, HistoryQuery, HistoryRow, LeaseRecord, QueuedRun, RunHealthRow,
+    RunRecord, RunSummary, SlotOrder, StoreError,
 };
 use shoal_core::{RunCounts, TestId};
 use std::collections::HashMap;
@@ -56,6 +57,34 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every attempt of a run, in start order. Fails with
     /// [`StoreError::UnknownRun`] if there is no such run.
     async fn attempts_of_run(&self, run_id: &str) -> Result<Vec<AttemptRecord>, StoreError>;
+
+    // ---- flaky statistics ---------------------------------------------------
+
+    /// The attempts that `query` matches, by start (oldest first; ties in
+    /// the order they were recorded). With a limit, the newest `limit` of
+    /// them, still oldest first. Reads one snapshot of the store.
+    ///
+    /// Cost follows the history of the asked tests when `tests`, `suite`
+    /// or `name_contains` narrow them, and the attempts of runs that ended
+    /// at `since` or later (a day earlier, for clock skew) otherwise.
+    async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryRow>, StoreError>;
+
+    /// How each of the runs `run_ids` went as a whole: its executions (attempts
+    /// with a final status) and how many of them failed, counting every
+    /// test of the run. In the order asked; unknown runs and repeated ids
+    /// are left out.
+    async fn run_health(&self, run_ids: &[String]) -> Result<Vec<RunHealthRow>, StoreError>;
+
+    /// The first failing attempt (outcome other than pass or skip) of
+    /// `test` in run `run_id`, and every attempt that ran before it on the
+    /// same worker and slot in that run, by start. `None` if the test never
+    /// failed in that run (or never ran in it); fails with
+    /// [`StoreError::UnknownRun`] if there is no such run.
+    async fn slot_order(
+        &self,
+        run_id: &str,
+        test: &TestId,
+    ) -> Result<Option<SlotOrder>, StoreError>;
 
     // ---- coordinator state ------------------------------------------------
 
