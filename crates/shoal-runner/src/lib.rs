@@ -270,6 +270,9 @@ pub struct RunRequest {
     pub quarantine: HashSet<TestId>,
     /// Shuffle the test order with this seed instead of longest first.
     pub shuffle: Option<u64>,
+    /// What the run is for, as the history records it
+    /// (`shoal_store::KIND_RUN`, `KIND_STRESS`, `KIND_BISECT`).
+    pub kind: &'static str,
     /// Run the tests in exactly this order (tests not listed follow, in
     /// the usual order); with one slot, one after the other in one runner.
     /// `shoal bisect-order` replays a slot's recorded order this way.
@@ -500,8 +503,8 @@ pub async fn run(
                 selection: selection_summary(&req),
                 planned: planned_count,
                 environment: shoal_store::default_environment(),
-                seed: None,
-                kind: shoal_store::KIND_RUN.to_owned(),
+                seed: req.shuffle,
+                kind: req.kind.to_owned(),
             })
             .await?;
 

@@ -296,6 +296,7 @@ impl Bench {
             keep_scratch: false,
             discovery_cache: false,
             shuffle: None,
+            kind: shoal_store::KIND_BISECT,
             order: None,
             // Bisection counts failures itself; quarantine only changes exit codes.
             quarantine: Default::default(),
@@ -384,4 +385,195 @@ async fn subject(dir: &Path, commit: &str) -> String {
 
 fn short(sha: &str) -> &str {
     &sha[..sha.len().min(10)]
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BisectOrderArgs {
+    /// The test that failed: a substring of its name selecting one test
+    /// that failed in the run.
+    test: String,
+    /// The run in which it failed after other tests ran on its slot.
+    #[arg(long, value_name = "RUN_ID")]
+    run: String,
+}
+
+/// `shoal bisect-order TEST --run ID`: which earlier test on the same slot
+/// made TEST fail.
+///
+/// The store knows what ran on the failing test's slot before it, in
+/// order. Replaying that order in one runner (one slot, kept order) must
+/// reproduce the failure, and running TEST alone must not; then halving
+/// the prefix (keeping the recorded order) finds the one test whose
+/// presence makes TEST fail. That assumes one polluter; with several, the
+/// one found is the last needed, and the final check says whether it
+/// suffices alone.
+pub(crate) async fn bisect_order_cmd(root: &Path, args: BisectOrderArgs) -> ShoalExitCode {
+    match bisect_order(root, &args).await {
+        Ok(code) => code,
+        Err((code, message)) => crate::fail(code, message),
+    }
+}
+
+async fn bisect_order(root: &Path, args: &BisectOrderArgs) -> Result<ShoalExitCode, Failure> {
+    let config = crate::load(root).map_err(|code| (code, "no usable shoal.toml".to_owned()))?;
+    let state_dir = root.join(".shoal");
+    let store: Arc<dyn shoal_store::Store> =
+        shoal_store::SqliteStore::open(&state_dir.join("history.db"))
+            .await
+            .map(Arc::new)
+            .map_err(|e| (ShoalExitCode::Infrastructure, e.to_string()))?;
+    // Which test: among those that failed in the run.
+    let rows = store
+        .attempts_of_run(&args.run)
+        .await
+        .map_err(|e| usage(e.to_string()))?;
+    if rows.is_empty() {
+        return Err(usage(format!("run `{}` has no recorded results", args.run)));
+    }
+    let mut failed: Vec<TestId> = rows
+        .iter()
+        .filter(|a| a.outcome.is_failure() && a.test.contains(&args.test))
+        .map(|a| TestId::new(a.suite.clone(), a.test.clone()))
+        .collect();
+    failed.sort();
+    failed.dedup();
+    let victim = match failed.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            return Err(usage(format!(
+                "no test matching `{}` failed in run {}",
+                args.test, args.run
+            )));
+        }
+        many => {
+            return Err(usage(format!(
+                "`{}` matches {} tests that failed in run {}: {}",
+                args.test,
+                many.len(),
+                args.run,
+                many.iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    };
+    let order = store
+        .slot_order(&args.run, &victim)
+        .await
+        .map_err(|e| usage(e.to_string()))?
+        .ok_or_else(|| usage(format!("{victim} did not fail in run {}", args.run)))?;
+    let mut before: Vec<TestId> = Vec::new();
+    for r in &order.before {
+        let id = TestId::new(r.suite.clone(), r.test.clone());
+        if id != victim && !before.contains(&id) {
+            before.push(id);
+        }
+    }
+    eprintln!(
+        "{victim} failed on slot {} of worker {} after {} other tests; replaying that order in one runner",
+        order.slot,
+        order.worker,
+        before.len()
+    );
+    let replay = Replay {
+        config,
+        state_dir,
+        store,
+        victim: victim.clone(),
+    };
+    if replay.fails_after(&[]).await? {
+        return Err(usage(format!(
+            "{victim} fails when run alone: it is not an order dependence"
+        )));
+    }
+    if !replay.fails_after(&before).await? {
+        return Err(usage(format!(
+            "{victim} passes after the recorded order of {} tests: the failure does not follow from the order alone (flaky, or depends on timing or on another slot)",
+            before.len()
+        )));
+    }
+    // Invariant: running `candidates` (in recorded order) before the victim
+    // makes it fail; the polluter is among them.
+    let mut candidates = before.clone();
+    let mut steps = 0;
+    while candidates.len() > 1 {
+        let (first, second) = candidates.split_at(candidates.len() / 2);
+        steps += 1;
+        let fails = replay.fails_after(first).await?;
+        eprintln!(
+            "  step {steps}: {} tests before it: {}",
+            first.len(),
+            if fails { "fails" } else { "passes" }
+        );
+        candidates = if fails {
+            first.to_vec()
+        } else {
+            second.to_vec()
+        };
+    }
+    let polluter = candidates[0].clone();
+    let alone = replay.fails_after(std::slice::from_ref(&polluter)).await?;
+    println!("polluter: {polluter}");
+    println!(
+        "evidence: {victim} passes alone, fails after the recorded {} tests, and {} right after {polluter} ({steps} bisection steps)",
+        before.len(),
+        if alone { "fails" } else { "does NOT fail" }
+    );
+    if !alone {
+        println!(
+            "note: {polluter} alone is not enough; the failure needs it together with earlier tests"
+        );
+    }
+    Ok(ShoalExitCode::Success)
+}
+
+/// Replays test orders on one slot.
+struct Replay {
+    config: shoal_core::config::Config,
+    state_dir: PathBuf,
+    store: Arc<dyn shoal_store::Store>,
+    victim: TestId,
+}
+
+impl Replay {
+    /// Runs `before` then the victim, in that order, in one runner;
+    /// whether the victim failed.
+    async fn fails_after(&self, before: &[TestId]) -> Result<bool, Failure> {
+        let mut order = before.to_vec();
+        order.push(self.victim.clone());
+        let req = RunRequest {
+            selection: Selection {
+                ids: order.iter().cloned().collect(),
+                ..Selection::default()
+            },
+            slots: 1,
+            repeat: 1,
+            retries: Some(0),
+            state_dir: self.state_dir.clone(),
+            worker: "local".into(),
+            keep_scratch: false,
+            discovery_cache: true,
+            shuffle: None,
+            kind: shoal_store::KIND_BISECT,
+            order: Some(order),
+            quarantine: Default::default(),
+            config: self.config.clone(),
+        };
+        let mut collector = Collector::default();
+        shoal_runner::run(
+            req,
+            self.store.clone(),
+            &mut collector,
+            shoal_runner::Cancel::new(),
+        )
+        .await
+        .map_err(|e| (crate::engine_exit(&e), e.to_string()))?;
+        let victim = collector
+            .seen
+            .iter()
+            .find(|(_, id, _)| *id == self.victim)
+            .ok_or_else(|| usage(format!("{} did not run in the replay", self.victim)))?;
+        Ok(victim.2)
+    }
 }

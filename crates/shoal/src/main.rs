@@ -3,6 +3,7 @@
 
 mod bisect;
 mod exit_code;
+mod flaky;
 mod init;
 mod quarantine;
 mod remote;
@@ -57,6 +58,12 @@ enum Command {
     /// Find the first commit at which a test became flaky (runs it enough
     /// times at each step, in temporary worktrees).
     BisectFlake(bisect::BisectFlakeArgs),
+    /// Name the earlier test on the same slot that made TEST fail in a run.
+    BisectOrder(bisect::BisectOrderArgs),
+    /// Rank tests by flake evidence in the history.
+    Flaky(flaky::FlakyArgs),
+    /// A test's outcomes per commit, newest first.
+    History(flaky::HistoryArgs),
     /// Cancel a run on a coordinator (its tests are killed on every worker).
     Cancel {
         /// The run's id (printed by `shoal run --server`).
@@ -241,6 +248,9 @@ async fn real_main(cli: Cli) -> ShoalExitCode {
         Command::Run(args) => run_cmd(&root, args).await,
         Command::Stress(args) => stress::stress_cmd(&root, args).await,
         Command::BisectFlake(args) => bisect::bisect_flake_cmd(&root, args).await,
+        Command::BisectOrder(args) => bisect::bisect_order_cmd(&root, args).await,
+        Command::Flaky(args) => flaky::flaky_cmd(&root, args).await,
+        Command::History(args) => flaky::history_cmd(&root, args).await,
         Command::Serve(args) => serve::serve_cmd(&root, args).await,
         Command::Worker(args) => serve::worker_cmd(args).await,
         Command::Quarantine(args) => quarantine::quarantine_cmd(&root, args).await,
@@ -451,13 +461,24 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
     }));
     // Discovery can take a while (cargo compiles the tests): say what is
     // going on before the first event.
-    let suites: Vec<&str> = config
+    let suites: Vec<&shoal_core::config::SuiteConfig> = config
         .suites
         .iter()
-        .map(|s| s.name.as_str())
-        .filter(|n| selection.suites.is_empty() || selection.suites.iter().any(|x| x == n))
+        .filter(|s| selection.suites.is_empty() || selection.suites.contains(&s.name))
         .collect();
-    eprintln!("Discovering tests ({})...", suites.join(", "));
+    let names: Vec<&str> = suites.iter().map(|s| s.name.as_str()).collect();
+    // Containers and services start first (and may fail): say so.
+    if suites
+        .iter()
+        .any(|s| s.environment.is_some() || !s.services.is_empty())
+    {
+        eprintln!(
+            "Starting containers and services, then discovering tests ({})...",
+            names.join(", ")
+        );
+    } else {
+        eprintln!("Discovering tests ({})...", names.join(", "));
+    }
     let quarantine = quarantine::run_quarantine(&config);
     let req = RunRequest {
         selection,
@@ -470,6 +491,7 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
         keep_scratch: args.keep_scratch,
         discovery_cache: !args.no_discovery_cache,
         shuffle: args.shuffle.map(|seed| seed.unwrap_or_else(random_seed)),
+        kind: shoal_store::KIND_RUN,
         order: None,
         config,
     };

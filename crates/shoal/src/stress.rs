@@ -256,6 +256,7 @@ pub(crate) async fn stress_cmd(root: &Path, args: StressArgs) -> ShoalExitCode {
             keep_scratch: false,
             discovery_cache: true,
             shuffle: Some(seed.wrapping_add(round)),
+            kind: shoal_store::KIND_STRESS,
             order: None,
             // Stress measures outcomes; quarantine only changes exit codes.
             quarantine: Default::default(),

@@ -11,6 +11,7 @@ mod containers;
 mod discovery_cache;
 mod distributed;
 mod events;
+mod flaky;
 mod history;
 mod init;
 mod interrupt;
