@@ -133,35 +133,18 @@ pub(crate) async fn flaky_cmd(root: &Path, args: FlakyArgs) -> ShoalExitCode {
     if let Err(e) = cfg.validate() {
         return crate::fail(ShoalExitCode::Usage, e);
     }
-    let query = HistoryQuery {
-        suite: args.suite.clone(),
-        name_contains: args.pattern.clone(),
-        since: since(&args.store),
-        ..HistoryQuery::default()
-    };
-    let rows = match store.history(&query).await {
-        Ok(rows) => rows,
+    let (mut evidence, (results, runs)) = match evidence(
+        store.as_ref(),
+        args.suite.clone(),
+        args.pattern.clone(),
+        since(&args.store),
+        &cfg,
+    )
+    .await
+    {
+        Ok(e) => e,
         Err(e) => return crate::fail(ShoalExitCode::Infrastructure, e),
     };
-    let run_ids: Vec<String> = rows
-        .iter()
-        .map(|r| r.run_id.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let health = match store.run_health(&run_ids).await {
-        Ok(h) => h,
-        Err(e) => return crate::fail(ShoalExitCode::Infrastructure, e),
-    };
-    let health: Vec<RunHealth> = health
-        .into_iter()
-        .map(|h| RunHealth {
-            run_id: h.run_id,
-            tests: h.executions,
-            failed: h.failed,
-        })
-        .collect();
-    let mut evidence = classify(&observations(&rows), &health, &cfg);
     if !args.all {
         evidence.retain(|e| {
             matches!(
@@ -178,9 +161,7 @@ pub(crate) async fn flaky_cmd(root: &Path, args: FlakyArgs) -> ShoalExitCode {
         Format::Text => {
             if evidence.is_empty() {
                 println!(
-                    "no flaky or broken tests in {} results of {} runs{}",
-                    rows.len(),
-                    run_ids.len(),
+                    "no flaky or broken tests in {results} results of {runs} runs{}",
                     if args.all {
                         ""
                     } else {
@@ -193,6 +174,43 @@ pub(crate) async fn flaky_cmd(root: &Path, args: FlakyArgs) -> ShoalExitCode {
         }
     }
     ShoalExitCode::Success
+}
+
+/// Flake evidence over the store's history (optionally of one suite,
+/// names containing `pattern`, since a time), ranked; with the number of
+/// results and runs it was computed from.
+pub(crate) async fn evidence(
+    store: &dyn Store,
+    suite: Option<String>,
+    pattern: Option<String>,
+    since: Option<f64>,
+    cfg: &FlakyConfig,
+) -> Result<(Vec<TestEvidence>, (usize, usize)), shoal_store::StoreError> {
+    let query = HistoryQuery {
+        suite,
+        name_contains: pattern,
+        since,
+        ..HistoryQuery::default()
+    };
+    let rows = store.history(&query).await?;
+    let run_ids: Vec<String> = rows
+        .iter()
+        .map(|r| r.run_id.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let health: Vec<RunHealth> = store
+        .run_health(&run_ids)
+        .await?
+        .into_iter()
+        .map(|h| RunHealth {
+            run_id: h.run_id,
+            tests: h.executions,
+            failed: h.failed,
+        })
+        .collect();
+    let evidence = classify(&observations(&rows), &health, cfg);
+    Ok((evidence, (rows.len(), run_ids.len())))
 }
 
 /// The evidence table, in `classify`'s ranking.

@@ -479,7 +479,15 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
     } else {
         eprintln!("Discovering tests ({})...", names.join(", "));
     }
-    let quarantine = quarantine::run_quarantine(&config);
+    let (quarantine, auto) = quarantine::run_quarantine(&config, store.as_ref()).await;
+    if !auto.is_empty() {
+        let names: Vec<String> = auto.iter().map(shoal_core::config::test_entry).collect();
+        eprintln!(
+            "auto-quarantined (flaky in the last {} days of history): {}",
+            quarantine::AUTO_WINDOW.as_secs() / 86_400,
+            names.join(", ")
+        );
+    }
     let req = RunRequest {
         selection,
         quarantine,

@@ -57,29 +57,58 @@ pub(crate) async fn quarantine_cmd(root: &Path, args: QuarantineArgs) -> ShoalEx
     }
 }
 
-/// The tests a run quarantines: `[quarantine] tests` plus
-/// [`auto_quarantined`] ones.
-pub(crate) fn run_quarantine(config: &Config) -> HashSet<TestId> {
-    config
+/// The tests a run quarantines: `[quarantine] tests` plus the
+/// [`auto_quarantined`] ones, which are also returned on their own (to be
+/// announced).
+pub(crate) async fn run_quarantine(
+    config: &Config,
+    store: &dyn shoal_store::Store,
+) -> (HashSet<TestId>, Vec<TestId>) {
+    let auto: Vec<TestId> = auto_quarantined(config, store)
+        .await
+        .into_iter()
+        .filter(|id| !config.quarantine.tests.contains(id))
+        .collect();
+    let all = config
         .quarantine
         .tests
         .iter()
+        .chain(&auto)
         .cloned()
-        .chain(auto_quarantined(config))
-        .collect()
+        .collect();
+    (all, auto)
 }
 
-/// HOOK, filled by `shoal flaky`'s evidence: the tests `[quarantine] auto`
-/// quarantines. Nothing computes flake evidence for a run yet, so this
-/// returns nothing; wiring it means computing `evidence` from the store's
-/// history the way `shoal flaky` does (`shoal_stats::classify`) and keeping
-/// [`select_auto`]'s choice. Off (empty) without `auto` in the config.
-pub(crate) fn auto_quarantined(config: &Config) -> Vec<TestId> {
+/// How far back auto-quarantine looks for flake evidence: recent enough to
+/// reflect the code as it is, long enough to hold a few hundred runs.
+pub(crate) const AUTO_WINDOW: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// The tests `[quarantine] auto` quarantines: those the store's history of
+/// the last [`AUTO_WINDOW`] shows flaky (the evidence `shoal flaky` prints),
+/// within the configured rate bounds and sample size; never a broken one.
+/// Empty without `auto` in the config, or when the history cannot be read
+/// (a warning says so: quarantining nothing is the safe side).
+pub(crate) async fn auto_quarantined(
+    config: &Config,
+    store: &dyn shoal_store::Store,
+) -> Vec<TestId> {
     let Some(auto) = &config.quarantine.auto else {
         return Vec::new();
     };
-    let evidence: Vec<TestEvidence> = Vec::new();
-    select_auto(&evidence, &policy(auto))
+    let flaky = shoal_stats::FlakyConfig {
+        min_runs: auto.min_runs,
+        ..shoal_stats::FlakyConfig::default()
+    };
+    let since = shoal_core::now_epoch() - AUTO_WINDOW.as_secs_f64();
+    match crate::flaky::evidence(store, None, None, Some(since), &flaky).await {
+        Ok((evidence, _)) => select_auto(&evidence, &policy(auto)),
+        Err(e) => {
+            eprintln!(
+                "warning: auto-quarantine could not read the history ({e}); quarantining none"
+            );
+            Vec::new()
+        }
+    }
 }
 
 /// The tests `evidence` warrants quarantining under `policy`: flaky ones
@@ -298,7 +327,15 @@ async fn ls(root: &Path, check: bool, format: ListFormat) -> ShoalExitCode {
         .iter()
         .map(|id| (id.clone(), "config"))
         .collect();
-    for id in auto_quarantined(&config) {
+    let state = root.join(".shoal").join("history.db");
+    let auto = match state.exists() {
+        true => match shoal_store::SqliteStore::open(&state).await {
+            Ok(store) => auto_quarantined(&config, &store).await,
+            Err(e) => return fail(ShoalExitCode::Infrastructure, e),
+        },
+        false => Vec::new(),
+    };
+    for id in auto {
         if !config.quarantine.tests.contains(&id) {
             entries.push((id, "auto"));
         }
@@ -600,15 +637,67 @@ mod tests {
         assert!(policy.validate().is_ok());
     }
 
-    #[test]
-    fn a_run_quarantines_the_config_list() {
+    #[tokio::test]
+    async fn a_run_quarantines_the_config_list_and_flaky_history() {
+        use shoal_store::Store as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = shoal_store::SqliteStore::open(&dir.path().join("h.db"))
+            .await
+            .expect("store");
         let mut c = config();
         c.quarantine.tests = vec![TestId::new("py", "a"), TestId::new("rs", "b")];
-        assert_eq!(
-            run_quarantine(&c),
-            c.quarantine.tests.iter().cloned().collect()
-        );
+        let (all, auto) = run_quarantine(&c, &store).await;
+        assert_eq!(all, c.quarantine.tests.iter().cloned().collect());
+        assert!(auto.is_empty());
+        // One run on a commit in which `py::flaky` failed 5 of 25 times and
+        // `py::broken` failed every time.
+        let run = shoal_store::RunRecord {
+            run_id: "r1".into(),
+            started: shoal_core::now_epoch(),
+            commit: Some("c1".into()),
+            dirty: false,
+            worker: "local".into(),
+            selection: String::new(),
+            planned: 50,
+            environment: "linux".into(),
+            seed: None,
+            kind: shoal_store::KIND_RUN.into(),
+        };
+        store.begin_run(&run).await.expect("begin");
+        let attempts: Vec<shoal_store::AttemptRecord> = (0..25u32)
+            .flat_map(|i| {
+                let at = |name: &str, fail: bool| shoal_store::AttemptRecord {
+                    run_id: "r1".into(),
+                    suite: "py".into(),
+                    test: name.into(),
+                    attempt: 1,
+                    repeat: i,
+                    outcome: if fail {
+                        shoal_core::Outcome::Fail
+                    } else {
+                        shoal_core::Outcome::Pass
+                    },
+                    slot: 0,
+                    worker: "local".into(),
+                    start: run.started + f64::from(i),
+                    end: run.started + f64::from(i) + 0.5,
+                    duration: 0.5,
+                    final_status: None,
+                    message: None,
+                    commit: Some("c1".into()),
+                    dirty: false,
+                };
+                [
+                    at("flaky", i % 5 == 0),
+                    at("broken", true),
+                    at("fine", false),
+                ]
+            })
+            .collect();
+        store.record_attempts(&attempts).await.expect("record");
         c.quarantine.auto = Some(AutoQuarantine::default());
-        assert_eq!(run_quarantine(&c).len(), 2, "no evidence is wired yet");
+        let (all, auto) = run_quarantine(&c, &store).await;
+        assert_eq!(auto, [TestId::new("py", "flaky")], "never the broken one");
+        assert_eq!(all.len(), 3);
     }
 }
