@@ -43,10 +43,16 @@ pub const KIND_STRESS: &str = "stress";
 /// test a failure depends on.
 pub const KIND_BISECT: &str = "bisect";
 
-/// The environment of a run on this machine, when the user named none:
-/// `"{os}-{arch}"` of [`std::env::consts`], e.g. `"linux-x86_64"`.
+/// The environment of a run on this machine: `SHOAL_ENVIRONMENT` when set
+/// and not empty (e.g. `linux-py3.12-pg16`: whatever makes a test's failure
+/// probability differ), else `"{os}-{arch}"` of [`std::env::consts`], e.g.
+/// `"linux-x86_64"`. Flake evidence compares results only within one
+/// environment.
 pub fn default_environment() -> String {
-    format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH)
+    match std::env::var("SHOAL_ENVIRONMENT") {
+        Ok(name) if !name.trim().is_empty() => name.trim().to_owned(),
+        _ => format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
+    }
 }
 
 /// How a run ended, set by [`Store::finish_run`](crate::Store::finish_run).
