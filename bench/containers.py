@@ -240,6 +240,9 @@ def main():
     ap.add_argument("--small-batch", type=int, default=10, help="max_batch of the many-batches variants")
     ap.add_argument("--shoal", default=None)
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 round, 100 tests, 1 warm-up")
+    ap.add_argument("--services-only", action="store_true", help="only the service start-up variants")
+    ap.add_argument("--baseline", default=None,
+                    help="another shoal binary: the service variants also run with it, in the same rounds")
     a = ap.parse_args()
     warm = 2
     if a.quick:
@@ -270,7 +273,7 @@ def main():
             return v
 
         mb = a.small_batch
-        overhead = [
+        overhead = [] if a.services_only else [
             variant("host", suite, "host", toml()),
             variant("host, pytest per batch", suite, "host-pb", toml(persistent=False)),
             variant("container per slot", suite, "slot", toml(env="slot")),
@@ -286,7 +289,16 @@ def main():
             variant("1 service per slot", small, "svc1", toml(services=1)),
             variant("3 services per slot", small, "svc3", toml(services=3)),
         ]
-        rounds(overhead, a.runs, a.tests, warm)
+        if a.baseline:
+            for n in (1, 3):
+                root = os.path.join(work, f"svc{n}-base")
+                make_project(small, root, toml(services=n))
+                v = Variant(f"{n} service(s) per slot, baseline", root, a.baseline,
+                            os.path.join(work, f"svc{n}-base.jsonl"))
+                all_runs.append(v)
+                services.append(v)
+        if overhead:
+            rounds(overhead, a.runs, a.tests, warm)
         rounds(services, a.runs, 2, warm)
         reference = service_reference(a.runs)
         start = [timed(["docker", "run", "--rm", IMAGE, "true"], work) for _ in range(a.runs)]
@@ -304,41 +316,42 @@ def main():
 
     print(f"Load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; "
           f"after: {', '.join(f'{x:.2f}' for x in load_after)}\n")
-    print(f"### {a.tests} trivial pytest tests, -j 2, median of {a.runs} rotating rounds\n")
-    print("| variant | pytest processes running tests | median wall (s) | over host (s) "
-          "| to first test (s) | tests (s) | after last test (s) | runs (s) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-    host = med(overhead[0].times)
-    for v in overhead:
-        print(f"| {v.name} | {counts(v.batches)} | {med(v.times):.2f} | {med(v.times) - host:+.2f} | {phases(v)} "
-              f"| {fmt(v.times)} |")
-    collects = sum(sum(v.collects) for v in overhead)
-    print(f"\n(collect-only pytest processes during timed runs: {collects}; the discovery cache was warm)\n")
+    if overhead:
+        print(f"### {a.tests} trivial pytest tests, -j 2, median of {a.runs} rotating rounds\n")
+        print("| variant | pytest processes running tests | median wall (s) | over host (s) "
+              "| to first test (s) | tests (s) | after last test (s) | runs (s) |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+        host = med(overhead[0].times)
+        for v in overhead:
+            print(f"| {v.name} | {counts(v.batches)} | {med(v.times):.2f} | {med(v.times) - host:+.2f} | {phases(v)} "
+                  f"| {fmt(v.times)} |")
+        collects = sum(sum(v.collects) for v in overhead)
+        print(f"\n(collect-only pytest processes during timed runs: {collects}; the discovery cache was warm)\n")
 
-    by = {v.name: v for v in overhead}
-    slot, batch = by["container per slot"], by["container per batch"]
-    print(f"- container per slot over host: {med(slot.times) - host:+.2f} s per run, "
-          f"{(med(slot.times) - host) / a.tests * 1000:+.2f} ms per test")
-    print(f"- container per batch over host: {med(batch.times) - host:+.2f} s per run, "
-          f"{(med(batch.times) - host) / a.tests * 1000:+.2f} ms per test, "
-          f"{(med(batch.times) - host) / med(batch.batches):+.3f} s per batch ({med(batch.batches):g} batches)")
-    pb = by["host, pytest per batch"]
-    print(f"- container per batch over host with a pytest per batch: {med(batch.times) - med(pb.times):+.2f} s per run")
-    for few, many in ((pb, by[f"host, pytest per batch, max_batch {mb}"]),
-                      (batch, by[f"container per batch, max_batch {mb}"])):
-        db = med(many.batches) - med(few.batches)
-        if db:
-            print(f"- {few.name}: one more batch costs {(med(many.times) - med(few.times)) / db:.3f} s of wall time "
-                  f"({med(few.batches):g} → {med(many.batches):g} batches, "
-                  f"{med(few.times):.2f} → {med(many.times):.2f} s)")
-    print()
+        by = {v.name: v for v in overhead}
+        slot, batch = by["container per slot"], by["container per batch"]
+        print(f"- container per slot over host: {med(slot.times) - host:+.2f} s per run, "
+              f"{(med(slot.times) - host) / a.tests * 1000:+.2f} ms per test")
+        print(f"- container per batch over host: {med(batch.times) - host:+.2f} s per run, "
+              f"{(med(batch.times) - host) / a.tests * 1000:+.2f} ms per test, "
+              f"{(med(batch.times) - host) / med(batch.batches):+.3f} s per batch ({med(batch.batches):g} batches)")
+        pb = by["host, pytest per batch"]
+        print(f"- container per batch over host with a pytest per batch: {med(batch.times) - med(pb.times):+.2f} s per run")
+        for few, many in ((pb, by[f"host, pytest per batch, max_batch {mb}"]),
+                          (batch, by[f"container per batch, max_batch {mb}"])):
+            db = med(many.batches) - med(few.batches)
+            if db:
+                print(f"- {few.name}: one more batch costs {(med(many.times) - med(few.times)) / db:.3f} s of wall time "
+                      f"({med(few.batches):g} → {med(many.batches):g} batches, "
+                      f"{med(few.times):.2f} → {med(many.times):.2f} s)")
+        print()
 
     print(f"### Services: 2 trivial tests on the host, -j 2, median of {a.runs} rotating rounds\n")
     print("| variant | service containers per run | median wall (s) | added (s) "
           "| to first test (s) | tests (s) | after last test (s) | runs (s) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     none = med(services[0].times)
-    for v, n in zip(services, (0, 2, 6)):
+    for v, n in zip(services, (0, 2, 6, 2, 6)):
         print(f"| {v.name} | {n} | {med(v.times):.2f} | {med(v.times) - none:+.2f} | {phases(v)} | {fmt(v.times)} |")
     print(f"\nReference, the engine alone, one service, {a.runs} runs:\n")
     print("| step | median (s) | runs (s) |")
