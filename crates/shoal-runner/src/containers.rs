@@ -288,7 +288,8 @@ impl SlotSuite {
                 }
             });
         }
-        for c in self.services.iter().cloned() {
+        for c in &self.services {
+            let c = Arc::clone(c);
             removals.spawn(async move {
                 if let Err(e) = c.stop_and_remove().await {
                     tracing::warn!("could not remove service container {}: {e}", c.name());
