@@ -126,13 +126,7 @@ async fn bisect(root: &Path, args: &BisectFlakeArgs) -> Result<ShoalExitCode, Fa
             args.good, args.bad
         )));
     }
-    let state_dir = root.join(".shoal");
-    std::fs::create_dir_all(&state_dir).map_err(|e| usage(e.to_string()))?;
-    let store: Arc<dyn shoal_store::Store> =
-        shoal_store::SqliteStore::open(&state_dir.join("history.db"))
-            .await
-            .map(Arc::new)
-            .map_err(|e| (ShoalExitCode::Infrastructure, e.to_string()))?;
+    let (state_dir, store) = crate::open_state(&root).await?;
     let bench = Bench {
         repo,
         project_dir,
@@ -416,12 +410,7 @@ pub(crate) async fn bisect_order_cmd(root: &Path, args: BisectOrderArgs) -> Shoa
 
 async fn bisect_order(root: &Path, args: &BisectOrderArgs) -> Result<ShoalExitCode, Failure> {
     let config = crate::load(root).map_err(|code| (code, "no usable shoal.toml".to_owned()))?;
-    let state_dir = root.join(".shoal");
-    let store: Arc<dyn shoal_store::Store> =
-        shoal_store::SqliteStore::open(&state_dir.join("history.db"))
-            .await
-            .map(Arc::new)
-            .map_err(|e| (ShoalExitCode::Infrastructure, e.to_string()))?;
+    let (state_dir, store) = crate::open_state(root).await?;
     // Which test: among those that failed in the run.
     let rows = store
         .attempts_of_run(&args.run)

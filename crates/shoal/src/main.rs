@@ -413,18 +413,10 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
     if let Err(e) = selection.check(&config) {
         return fail(engine_exit(&e), e);
     }
-    let state_dir = root.join(".shoal");
-    if let Err(e) = std::fs::create_dir_all(&state_dir) {
-        return fail(
-            ShoalExitCode::Infrastructure,
-            format!("failed to create {}: {e}", state_dir.display()),
-        );
-    }
-    let store: Arc<dyn shoal_store::Store> =
-        match shoal_store::SqliteStore::open(&state_dir.join("history.db")).await {
-            Ok(s) => Arc::new(s),
-            Err(e) => return fail(ShoalExitCode::Infrastructure, e),
-        };
+    let (state_dir, store) = match open_state(root).await {
+        Ok(s) => s,
+        Err((code, e)) => return fail(code, e),
+    };
     let slots = resolve_slots(args.slots, &config);
     let color = match args.color {
         ColorChoice::Always => true,
@@ -543,6 +535,24 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
         return ShoalExitCode::Infrastructure;
     }
     ShoalExitCode::from_run(report.exit_code(fail_on_flaky))
+}
+
+/// The project's state directory (`.shoal`, created if needed) and the
+/// history store in it, which every command that runs tests records to.
+async fn open_state(
+    root: &Path,
+) -> Result<(PathBuf, Arc<dyn shoal_store::Store>), (ShoalExitCode, String)> {
+    let state_dir = root.join(".shoal");
+    std::fs::create_dir_all(&state_dir).map_err(|e| {
+        (
+            ShoalExitCode::Infrastructure,
+            format!("failed to create {}: {e}", state_dir.display()),
+        )
+    })?;
+    let store = shoal_store::SqliteStore::open(&state_dir.join("history.db"))
+        .await
+        .map_err(|e| (ShoalExitCode::Infrastructure, e.to_string()))?;
+    Ok((state_dir, Arc::new(store)))
 }
 
 /// `-j N`, else the config's `slots`, else the machine's logical cores.

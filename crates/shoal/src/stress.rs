@@ -27,7 +27,6 @@ use shoal_runner::{RunRequest, Selection};
 use shoal_stats::{Decision, Sprt, SprtConfig, Verdict, wilson};
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
 
 /// A test that failed every run is run at least this often before it is
 /// called broken: two straight failures decide H1, and a test failing half
@@ -193,18 +192,10 @@ pub(crate) async fn stress_cmd(root: &Path, args: StressArgs) -> ShoalExitCode {
     if let Err(e) = selection.check(&config) {
         return crate::fail(crate::engine_exit(&e), e);
     }
-    let state_dir = root.join(".shoal");
-    if let Err(e) = std::fs::create_dir_all(&state_dir) {
-        return crate::fail(
-            ShoalExitCode::Infrastructure,
-            format!("failed to create {}: {e}", state_dir.display()),
-        );
-    }
-    let store: Arc<dyn shoal_store::Store> =
-        match shoal_store::SqliteStore::open(&state_dir.join("history.db")).await {
-            Ok(s) => Arc::new(s),
-            Err(e) => return crate::fail(ShoalExitCode::Infrastructure, e),
-        };
+    let (state_dir, store) = match crate::open_state(root).await {
+        Ok(s) => s,
+        Err((code, e)) => return crate::fail(code, e),
+    };
     let slots = crate::resolve_slots(args.slots, &config);
     let seed = args.seed.unwrap_or_else(crate::random_seed);
     let cancel = shoal_runner::Cancel::new();

@@ -1,27 +1,7 @@
 //! `shoal bisect-flake` on a git history made here: a test that never
 //! fails becomes flaky (20%) at a known commit, between unrelated commits.
 
-use crate::support::{Project, require_pytest};
-use std::path::Path;
-use std::process::Command;
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "shoal e2e")
-        .env("GIT_AUTHOR_EMAIL", "e2e@shoal.invalid")
-        .env("GIT_COMMITTER_NAME", "shoal e2e")
-        .env("GIT_COMMITTER_EMAIL", "e2e@shoal.invalid")
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+use crate::support::{Project, git, require_pytest};
 
 fn commit(project: &Project, file: &str, text: &str, message: &str) -> String {
     project.write(file, text);

@@ -2,28 +2,8 @@
 //! fixture, reading what real runs recorded in the history store.
 
 use crate::events::Events;
-use crate::support::{Project, require_pytest};
+use crate::support::{Project, git, require_pytest};
 use serde_json::Value;
-use std::path::Path;
-use std::process::Command;
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "shoal e2e")
-        .env("GIT_AUTHOR_EMAIL", "e2e@shoal.invalid")
-        .env("GIT_COMMITTER_NAME", "shoal e2e")
-        .env("GIT_COMMITTER_EMAIL", "e2e@shoal.invalid")
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// The fixture as a one-commit repository, so results carry a commit.
 fn committed_fixture() -> (Project, String) {

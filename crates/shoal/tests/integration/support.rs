@@ -497,3 +497,23 @@ pub fn listed_names(out: &Output, suite: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// `git ARGS` in `dir` with a fixed identity; its trimmed stdout. Panics
+/// (with git's stderr) when git fails.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "shoal e2e")
+        .env("GIT_AUTHOR_EMAIL", "e2e@shoal.invalid")
+        .env("GIT_COMMITTER_NAME", "shoal e2e")
+        .env("GIT_COMMITTER_EMAIL", "e2e@shoal.invalid")
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
