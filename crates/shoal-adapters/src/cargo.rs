@@ -1052,6 +1052,7 @@ mod tests {
                 .collect(),
             output_cap: 4096,
             estimates: Default::default(),
+            collect: Vec::new(),
         }
     }
 

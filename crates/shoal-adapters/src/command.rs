@@ -402,6 +402,7 @@ mod tests {
             env: BTreeMap::from([("A".into(), "1".into())]),
             output_cap: 1000,
             estimates: Default::default(),
+            collect: Vec::new(),
         };
         (
             CommandAdapter::new(CommandLine::Shell("true".into()), run, junit),

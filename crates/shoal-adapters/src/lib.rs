@@ -6,7 +6,7 @@ use shoal_core::config::SuiteConfig;
 use shoal_core::{CapturedOutput, Outcome, TestCase, TestResult};
 use shoal_exec::{ProcessExit, ProcessSpec};
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Inputs to discovery.
@@ -22,6 +22,10 @@ pub struct DiscoverCtx {
     /// here. Adapters that cannot list through an executor (they need
     /// stdout apart from stderr) list on this host.
     pub executor: Option<std::sync::Arc<dyn shoal_exec::Executor>>,
+    /// Paths relative to the suite root (`/`-separated) that the selection
+    /// limits collection to; empty: the whole suite. Adapters that can
+    /// collect less (pytest: path arguments; cargo: packages) do.
+    pub scope: Vec<String>,
 }
 
 /// Inputs to planning one batch on one slot.
@@ -39,6 +43,9 @@ pub struct BatchCtx {
     /// What history says each test of the batch takes (by test name);
     /// tests missing here have no history.
     pub estimates: HashMap<String, Duration>,
+    /// What a long-lived runner collects: paths relative to the suite root
+    /// from [`Adapter::runner_scope`]; empty: the whole suite.
+    pub collect: Vec<String>,
 }
 
 /// One process of a batch, and the tests it runs.
@@ -70,6 +77,11 @@ pub enum Progress {
     },
     /// The persistent runner finished the batch it was sent.
     BatchDone,
+    /// The persistent runner did not collect this requested test (it lies
+    /// outside what the runner collected); it ran nothing for it.
+    Unknown {
+        name: String,
+    },
 }
 
 /// Discovery failed: the listing command could not run or its output made no sense.
@@ -120,6 +132,25 @@ pub trait Adapter: Send + Sync + std::fmt::Debug {
     fn discovery_inputs(&self) -> Option<&'static [&'static str]> {
         None
     }
+    /// Whether `test` lies at or below `path` (relative to the suite root
+    /// `root`, `/`-separated, empty for the root), and, with `node` (what a
+    /// pattern had after `::`), within that node of the file. The default
+    /// reads the test name as a path (`path/to/file::node`).
+    fn test_in_path(&self, test: &TestCase, _root: &Path, path: &str, node: Option<&str>) -> bool {
+        located_in(&test.id.name, path, node)
+    }
+    /// The paths (relative to the suite root) a long-lived runner must
+    /// collect to serve `selected`, out of `discovered` (every test the
+    /// suite's discovery listed, within `scope`); empty: the whole suite.
+    /// The default collects what discovery collected.
+    fn runner_scope(
+        &self,
+        _selected: &[TestCase],
+        _discovered: &[TestCase],
+        scope: &[String],
+    ) -> Vec<String> {
+        scope.to_vec()
+    }
     /// Whether invocations report per-test progress on the progress pipe.
     fn reports_progress(&self) -> bool {
         false
@@ -158,6 +189,26 @@ pub mod cargo;
 pub mod command;
 pub mod junit;
 pub mod pytest;
+
+/// Whether `located` (`path/to/file::node::...`, `/`-separated) lies at or
+/// below `path` and, with `node`, in that node: `f.py::TestA` holds
+/// `f.py::TestA::test_x` and `f.py::TestA[1]`, not `f.py::TestAB`.
+pub fn located_in(located: &str, path: &str, node: Option<&str>) -> bool {
+    let (file, rest) = located.split_once("::").unwrap_or((located, ""));
+    let in_path = path.is_empty()
+        || file == path
+        || file.strip_prefix(path).is_some_and(|r| r.starts_with('/'));
+    in_path
+        && match node {
+            None => true,
+            Some(node) => {
+                file == path
+                    && rest
+                        .strip_prefix(node)
+                        .is_some_and(|r| r.is_empty() || r.starts_with("::") || r.starts_with('['))
+            }
+        }
+}
 
 /// The adapter for a suite.
 pub fn adapter_for(suite: &SuiteConfig) -> Box<dyn Adapter> {

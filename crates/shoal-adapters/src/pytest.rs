@@ -110,11 +110,15 @@ impl PytestAdapter {
         })
     }
 
-    /// The batch's environment with the plugin directory on PYTHONPATH.
+    /// The batch's environment: the plugin directory on PYTHONPATH, and the
+    /// slot presented as a pytest-xdist worker (see [`xdist_env`]).
     fn batch_env(ctx: &BatchCtx) -> BTreeMap<String, String> {
         let plugin_dir = Self::batch_plugin_dir(ctx);
         let mut env = ctx.env.clone();
         env.insert("PYTHONPATH".into(), pythonpath(&plugin_dir, &ctx.env));
+        for (key, value) in xdist_env(&ctx.env) {
+            env.entry(key.to_owned()).or_insert(value);
+        }
         env
     }
 
@@ -148,6 +152,106 @@ fn pythonpath(plugin_dir: &Path, env: &BTreeMap<String, String>) -> String {
         joined.push(existing);
     }
     joined.to_string_lossy().into_owned()
+}
+
+/// The variables pytest-xdist sets in its workers, for the slot `env`
+/// describes (`SHOAL_SLOT`, `SHOAL_SLOT_COUNT`, `SHOAL_RUN_ID`): worker
+/// `gw<slot>` of the slot count, with a run-wide uid. The plugin fills
+/// `config.workerinput` from them, so suites that keep per-worker databases
+/// and files under xdist keep them per slot under shoal.
+fn xdist_env(env: &BTreeMap<String, String>) -> Vec<(&'static str, String)> {
+    let Some(slot) = env.get("SHOAL_SLOT") else {
+        return Vec::new();
+    };
+    let count = env
+        .get("SHOAL_SLOT_COUNT")
+        .cloned()
+        .unwrap_or_else(|| "1".to_owned());
+    let uid: String = env
+        .get("SHOAL_RUN_ID")
+        .map(|id| id.chars().filter(char::is_ascii_hexdigit).collect())
+        .unwrap_or_default();
+    vec![
+        ("PYTEST_XDIST_WORKER", format!("gw{slot}")),
+        ("PYTEST_XDIST_WORKER_COUNT", count),
+        ("PYTEST_XDIST_TESTRUNUID", uid),
+    ]
+}
+
+/// Appends `paths` as positional arguments after `--` (nothing when empty).
+fn push_paths(argv: &mut Vec<String>, paths: &[String]) {
+    if !paths.is_empty() {
+        argv.push("--".into());
+        argv.extend(paths.iter().map(|p| command_line_path(p)));
+    }
+}
+
+/// The path a test is named by on a command line run in the suite root.
+fn test_location(test: &TestCase) -> &str {
+    test.runner.as_deref().unwrap_or(&test.id.name)
+}
+
+/// The narrowest paths that collect every file of `selected` and no file
+/// of `discovered` beyond them, within `scope` (empty: the suite root): a
+/// directory stands for its files when all of them are selected.
+fn narrowest_paths(
+    selected: &[TestCase],
+    discovered: &[TestCase],
+    scope: &[String],
+) -> Vec<String> {
+    fn file_of(t: &TestCase) -> &str {
+        let at = test_location(t);
+        at.split_once("::").map_or(at, |(file, _)| file)
+    }
+    fn parent(path: &str) -> Option<&str> {
+        match path.rfind('/') {
+            Some(i) => Some(&path[..i]),
+            None if path.is_empty() => None,
+            None => Some(""),
+        }
+    }
+    let wanted: HashSet<&str> = selected.iter().map(file_of).collect();
+    // Directories holding a discovered file that is not selected.
+    let mut partial: HashSet<&str> = HashSet::new();
+    for t in discovered {
+        let file = file_of(t);
+        if wanted.contains(file) {
+            continue;
+        }
+        let mut dir = parent(file);
+        while let Some(d) = dir {
+            if !partial.insert(d) {
+                break;
+            }
+            dir = parent(d);
+        }
+    }
+    // A directory may stand for its files only inside a collected directory.
+    let may_widen = |dir: &str| {
+        if scope.is_empty() {
+            return true;
+        }
+        scope.iter().any(|s| crate::located_in(dir, s, None))
+    };
+    let mut paths: Vec<String> = Vec::new();
+    for file in &wanted {
+        let mut best = *file;
+        let mut dir = parent(file);
+        while let Some(d) = dir {
+            if partial.contains(d) || !may_widen(d) {
+                break;
+            }
+            best = d;
+            dir = parent(d);
+        }
+        paths.push(best.to_owned());
+    }
+    paths.sort();
+    paths.dedup();
+    if paths.iter().any(String::is_empty) {
+        return scope.to_vec();
+    }
+    paths
 }
 
 /// A line the plugin writes (schema version 1).
@@ -210,6 +314,7 @@ impl Adapter for PytestAdapter {
         let mut argv = self.base_argv();
         argv.extend(["--collect-only".into(), "-q".into()]);
         argv.extend(self.args.iter().cloned());
+        push_paths(&mut argv, &ctx.scope);
 
         let mut env: BTreeMap<String, String> = ctx.suite.env.clone();
         env.extend(ctx.env.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -331,6 +436,7 @@ impl Adapter for PytestAdapter {
         let mut argv = self.base_argv();
         argv.extend(["-q".into(), "--shoal-serve".into()]);
         argv.extend(self.args.iter().cloned());
+        push_paths(&mut argv, &ctx.collect);
         Some(Invocation {
             spec: ProcessSpec {
                 argv,
@@ -355,6 +461,22 @@ impl Adapter for PytestAdapter {
         true
     }
 
+    fn test_in_path(&self, test: &TestCase, _root: &Path, path: &str, node: Option<&str>) -> bool {
+        crate::located_in(test_location(test), path, node)
+    }
+
+    fn runner_scope(
+        &self,
+        selected: &[TestCase],
+        discovered: &[TestCase],
+        scope: &[String],
+    ) -> Vec<String> {
+        if selected.len() == discovered.len() {
+            return scope.to_vec();
+        }
+        narrowest_paths(selected, discovered, scope)
+    }
+
     fn parse_progress(&self, line: &str) -> Option<Progress> {
         match serde_json::from_str::<PluginEvent>(line.trim_end()).ok()? {
             PluginEvent::Start { nodeid } => Some(Progress::Started { name: nodeid }),
@@ -377,10 +499,7 @@ impl Adapter for PytestAdapter {
                 }),
             }),
             PluginEvent::BatchDone {} => Some(Progress::BatchDone),
-            PluginEvent::Unknown { nodeid } => {
-                tracing::debug!(%nodeid, "the persistent pytest runner did not collect a requested test");
-                None
-            }
+            PluginEvent::Unknown { nodeid } => Some(Progress::Unknown { name: nodeid }),
             PluginEvent::Ready { count } => {
                 tracing::debug!(count, "the persistent pytest runner is ready");
                 None
@@ -732,6 +851,7 @@ mod tests {
             ]),
             output_cap: 4096,
             estimates: Default::default(),
+            collect: Vec::new(),
         }
     }
 
@@ -898,6 +1018,106 @@ mod tests {
             format!("{}:/user/lib", dir.path().join("support/pytest").display())
         );
         assert_eq!(inv.spec.env["SHOAL_SLOT"], "2");
+        assert_eq!(
+            inv.spec.env["PYTEST_XDIST_WORKER"], "gw2",
+            "the slot as an xdist worker"
+        );
+    }
+
+    #[test]
+    fn persistent_runner_collects_only_its_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ctx = batch(dir.path());
+        ctx.collect = vec!["pkg/sub".into(), "@odd/test_x.py".into()];
+        let inv = adapter().persistent_runner(&ctx).expect("pytest has one");
+        let tail: Vec<&str> = inv
+            .spec
+            .argv
+            .iter()
+            .rev()
+            .take(3)
+            .rev()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(tail, ["--", "pkg/sub", "./@odd/test_x.py"]);
+    }
+
+    #[test]
+    fn xdist_variables_follow_the_slot_and_keep_the_users() {
+        let env = BTreeMap::from([
+            ("SHOAL_SLOT".to_owned(), "1".to_owned()),
+            ("SHOAL_SLOT_COUNT".to_owned(), "4".to_owned()),
+            ("SHOAL_RUN_ID".to_owned(), "0197a2c4-5b1e-7c3d".to_owned()),
+        ]);
+        assert_eq!(
+            xdist_env(&env),
+            [
+                ("PYTEST_XDIST_WORKER", "gw1".to_owned()),
+                ("PYTEST_XDIST_WORKER_COUNT", "4".to_owned()),
+                ("PYTEST_XDIST_TESTRUNUID", "0197a2c45b1e7c3d".to_owned()),
+            ]
+        );
+        assert!(
+            xdist_env(&BTreeMap::new()).is_empty(),
+            "discovery is no worker"
+        );
+    }
+
+    fn cases(names: &[&str]) -> Vec<TestCase> {
+        names
+            .iter()
+            .map(|n| TestCase {
+                id: TestId::new("py", *n),
+                group: String::new(),
+                runner: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn runners_collect_the_narrowest_paths_holding_the_selection() {
+        let all = cases(&[
+            "a/x/test_1.py::t",
+            "a/x/test_2.py::t",
+            "a/y/test_3.py::t",
+            "a/y/test_3.py::u",
+            "b/test_4.py::t",
+        ]);
+        let pick =
+            |idx: &[usize]| -> Vec<TestCase> { idx.iter().map(|&i| all[i].clone()).collect() };
+        let a = adapter();
+        // Everything: what discovery collected.
+        assert!(a.runner_scope(&all, &all, &[]).is_empty());
+        assert_eq!(a.runner_scope(&all, &all, &["a".into()]), ["a"]);
+        // A whole directory stands for its files; a partial one does not.
+        assert_eq!(a.runner_scope(&pick(&[0, 1]), &all, &[]), ["a/x"]);
+        assert_eq!(
+            a.runner_scope(&pick(&[0, 2]), &all, &[]),
+            ["a/x/test_1.py", "a/y"],
+            "a/y holds only test_3.py"
+        );
+        // One test of a file: the file.
+        assert_eq!(a.runner_scope(&pick(&[2]), &all, &[]), ["a/y"]);
+        assert_eq!(a.runner_scope(&pick(&[4]), &all, &[]), ["b"]);
+        // Never wider than the collected scope: a file scope stays a file.
+        let scoped = pick(&[0, 1]);
+        assert_eq!(
+            a.runner_scope(
+                &pick(&[0]),
+                &scoped,
+                &["a/x/test_1.py".into(), "a/x/test_2.py".into()]
+            ),
+            ["a/x/test_1.py"]
+        );
+        assert_eq!(
+            a.runner_scope(
+                &scoped,
+                &all,
+                &["a/x/test_1.py".into(), "a/x/test_2.py".into()]
+            )
+            .len(),
+            2
+        );
     }
 
     #[test]
@@ -970,7 +1190,9 @@ mod tests {
         );
         assert_eq!(
             a.parse_progress(r#"{"event": "unknown", "nodeid": "t.py::gone", "v": 1}"#),
-            None
+            Some(Progress::Unknown {
+                name: "t.py::gone".into()
+            })
         );
         assert_eq!(
             a.parse_progress(

@@ -54,11 +54,59 @@ failed). A collection error, an unreadable request, or ``-x``/``--maxfail``
 being reached stops the process before or instead of ``batch_done``. The
 request stream is moved off fd 0 before pytest starts capturing, so tests and
 the processes they start never read it.
+
+pytest-xdist drop-in: shoal runs several pytest processes ("slots") side by
+side in one directory, so a suite that keeps its databases and files apart
+per xdist worker must see a worker identity in each of them. shoal sets, for
+a process that runs tests, the variables xdist sets in its workers:
+``PYTEST_XDIST_WORKER=gwS``, ``PYTEST_XDIST_WORKER_COUNT=N``,
+``PYTEST_XDIST_TESTRUNUID`` (one per run). When ``PYTEST_XDIST_WORKER`` is
+set and the run is not ``--collect-only``, this plugin makes the process look
+like an xdist worker, in-process:
+
+* ``config.workerinput`` = ``{"workerid", "workercount", "testrunuid",
+  "mainargv"}`` as xdist's controller fills it (``WorkerController``), plus
+  what ``pytest_configure_node`` implementations add; ``config.workeroutput``
+  = ``{}``, given ``exitstatus``, ``shouldfail`` and ``shouldstop`` at
+  session end as in a worker. The three variables stay in ``os.environ``
+  (filled in if only ``PYTEST_XDIST_WORKER`` was given).
+* xdist's controller hooks run in this process for an emulated node
+  (``workerinput``, ``config``, ``gateway.id``, ``nodemanager.roots``):
+  ``pytest_configure_node(node)`` before any plugin's ``pytest_configure``
+  for the plugins and initial conftests registered by then (xdist's
+  controller collects nothing either), and for an implementation registered
+  later only when a key missing from ``workerinput`` is looked up;
+  ``pytest_testnodedown(node, error=None)`` after ``pytest_sessionfinish``.
+  ``_emulate_worker`` gives the order and how it differs from xdist's.
+* The ``worker_id`` and ``testrun_uid`` fixtures return ``gwS`` and the run
+  uid: xdist's own read ``workerinput``; without xdist this plugin provides
+  them (session scoped, as xdist's).
+* An explicit ``--basetemp=DIR`` becomes ``DIR/popen-gwS``, as in xdist's
+  workers, so slots do not wipe each other's temporary directory.
+* pytest-cov, pytest-randomly and pytest-rerunfailures read in a worker what
+  their controller side would have sent; shoal supplies it (see
+  ``_controller_state``). pytest-cov's controller hooks are not called.
+* In serve mode, Django's test database names (which pytest-django suffixes
+  with the worker id in a session fixture, once per batch here) are put back
+  after each batch.
+
+Always (discovery too): xdist's distribution options are neutralised as in
+its workers (``-n``/``--numprocesses``, ``--dist``, ``-d``, ``--tx``,
+``--maxprocesses``, ``-f``), so an ``addopts`` with ``-n 4`` neither starts
+workers of its own nor loops on failure. Not emulated: ``--dist
+loadscope``/``loadfile``/``loadgroup`` grouping (shoal batches by its own
+rules; ``xdist_group`` marks are ignored and node ids never get xdist's
+``@group`` suffix), worker restarts, ``pytest_handlecrashitem``, and any
+controller hook other than the two above.
 """
 
 import json
 import os
+import socket
 import sys
+import types
+import uuid
+import zlib
 
 import pytest
 
@@ -234,6 +282,7 @@ def pytest_runtestloop(session):
     for item in session.items:
         by_id.setdefault(item.nodeid, item)
     _emit({"event": "ready", "count": len(session.items)})
+    restore_test_databases = _test_database_names()
     while True:
         ids = _read_request(_requests)
         if ids is None:
@@ -252,7 +301,42 @@ def pytest_runtestloop(session):
                 raise session.Failed(session.shouldfail)
             if session.shouldstop:
                 raise session.Interrupted(session.shouldstop)
+        if restore_test_databases is not None:
+            restore_test_databases()
         _emit({"event": "batch_done"})
+
+
+def _test_database_names():
+    """A function that puts the test database names in Django's settings
+    back as they are now, or None without a configured Django.
+
+    pytest-django's session fixtures append the xdist worker id (and tox's
+    environment) to each database's TEST NAME, again each time they run, and
+    a served batch ends with every fixture torn down: without this the second
+    batch would use test_db_gw0_gw0, the third test_db_gw0_gw0_gw0, ...
+    """
+    conf = sys.modules.get("django.conf")
+    try:
+        if conf is None or not conf.settings.configured:
+            return None
+        saved = [
+            (db, "NAME" in db.get("TEST", {}), db.get("TEST", {}).get("NAME"))
+            for db in conf.settings.DATABASES.values()
+        ]
+    except Exception:  # an unusable settings module is pytest-django's to report
+        return None
+
+    def restore():
+        for db, had_name, name in saved:
+            test = db.get("TEST")
+            if test is None:
+                continue
+            if had_name:
+                test["NAME"] = name
+            else:
+                test.pop("NAME", None)
+
+    return restore
 
 
 @pytest.hookimpl(trylast=True)
@@ -271,14 +355,293 @@ def pytest_collection_modifyitems(session, config, items):
     items[:] = keep
 
 
+# -- pytest-xdist worker emulation (see the module docstring) ---------------
+
+# The options xdist starts its workers with (xdist.remote.setup_config): no
+# distribution and no looponfail of their own.
+_NO_DISTRIBUTION = (
+    ("dist", "no"),
+    ("distload", False),
+    ("numprocesses", None),
+    ("maxprocesses", None),
+    ("tx", []),
+    ("looponfail", False),
+)
+# Plugins whose controller hooks cannot run in a worker process (they expect
+# the controller's state); _controller_state supplies what their worker side
+# reads instead. "_cov" is pytest-cov's plugin object.
+_CONTROLLER_ONLY_PLUGINS = ("_cov",)
+
+# The emulated node, from pytest_configure_node until pytest_testnodedown.
+_node = None
+# Objects standing in for a controller side (kept alive for the session).
+_controller_objects = []
+
+
+class _EmulatedNode:
+    """What pytest_configure_node and pytest_testnodedown implementations use
+    of xdist's WorkerController (xdist/workermanage.py)."""
+
+    def __init__(self, config, workerinput):
+        workerid = workerinput["workerid"]
+        spec = types.SimpleNamespace(id=workerid, popen=True, chdir=None, via=None, python=None)
+        self.config = config
+        self.workerinput = workerinput
+        self.gateway = types.SimpleNamespace(id=workerid, spec=spec, _rinfo=_remote_info)
+        self.nodemanager = types.SimpleNamespace(
+            config=config, roots=[], specs=[spec], testrunuid=workerinput["testrunuid"]
+        )
+        self.shutting_down = False
+        # Plugins whose pytest_configure_node was called (see _configure_node).
+        self.configured_plugins = []
+
+    def __repr__(self):
+        return "<WorkerController {} (shoal)>".format(self.gateway.id)
+
+
+def _remote_info():
+    """What execnet's gateway._rinfo() tells of the worker: this process."""
+    import platform
+
+    return types.SimpleNamespace(
+        executable=sys.executable,
+        version_info=tuple(sys.version_info),
+        platform=platform.platform(),
+        cwd=os.getcwd(),
+        pid=os.getpid(),
+    )
+
+
+def _neutralise_distribution(option):
+    for name, value in _NO_DISTRIBUTION:
+        if hasattr(option, name):
+            setattr(option, name, list(value) if isinstance(value, list) else value)
+
+
+def _worker_input(config):
+    """workerinput as xdist's controller fills it, from shoal's variables."""
+    workerid = os.environ["PYTEST_XDIST_WORKER"]
+    try:
+        count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", ""))
+    except ValueError:
+        count = 1
+    uid = (
+        os.environ.get("PYTEST_XDIST_TESTRUNUID")
+        or getattr(config.option, "testrunuid", None)
+        or uuid.uuid4().hex
+    )
+    # As in xdist's workers (xdist/remote.py), for the processes tests start.
+    os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(count)
+    os.environ["PYTEST_XDIST_TESTRUNUID"] = uid
+    return {"workerid": workerid, "workercount": count, "testrunuid": uid, "mainargv": list(sys.argv)}
+
+
+def _controller_state(config, workerinput):
+    """What known plugins' worker sides read from workerinput, which their
+    controller side (registered or resolved in its pytest_configure, too late
+    to be called here) would have put there."""
+    plugins = config.pluginmanager
+    cov = plugins.get_plugin("_cov")
+    if cov is not None:
+        # pytest-cov: its worker side, "collocated" with the controller (same
+        # host and directory), saves its own data file
+        # (.coverage.<host>.<pid>.<random>) for `coverage combine`, and
+        # reports nothing.
+        topdir = getattr(getattr(cov, "cov_controller", None), "topdir", None)
+        workerinput.setdefault("cov_master_host", socket.gethostname())
+        workerinput.setdefault("cov_master_topdir", topdir or os.getcwd())
+        workerinput.setdefault("cov_master_rsync_roots", [])
+    if plugins.get_plugin("randomly") is not None and "randomly_seed" not in workerinput:
+        # pytest-randomly: the seed its controller resolved, the same in every
+        # worker: the one given, else one derived from the run uid.
+        seed = getattr(config.option, "randomly_seed", None)
+        if not isinstance(seed, int):
+            seed = zlib.crc32(workerinput["testrunuid"].encode("utf-8"))
+        workerinput["randomly_seed"] = seed
+    rerun = plugins.get_plugin("rerunfailures")
+    if (
+        rerun is not None
+        and plugins.get_plugin("xdist") is not None
+        and getattr(rerun, "HAS_PYTEST_HANDLECRASHITEM", True)
+        and "sock_port" not in workerinput
+        and hasattr(rerun, "ServerStatusDB")
+    ):
+        # pytest-rerunfailures: its worker side connects to the controller's
+        # status server; this process runs one.
+        server = rerun.ServerStatusDB()
+        _controller_objects.append(server)
+        try:
+            # Its thread starts listening later; connecting right away (this
+            # process's pytest_configure) must not be refused.
+            server.sock.listen()
+        except (AttributeError, OSError):
+            pass
+        workerinput["sock_port"] = server.sock_port
+        if hasattr(server, "token"):
+            workerinput["statusdb_token"] = server.token
+
+
+def _controller_only_plugins(config):
+    plugins = (config.pluginmanager.get_plugin(name) for name in _CONTROLLER_ONLY_PLUGINS)
+    return [plugin for plugin in plugins if plugin is not None]
+
+
+def _configure_node(config, node):
+    """Calls pytest_configure_node(node) on the implementations not called
+    yet; whether there were any."""
+    hook = getattr(config.hook, "pytest_configure_node", None)
+    if hook is None:
+        return False
+    skip = _controller_only_plugins(config)
+    new = [
+        impl.plugin
+        for impl in hook.get_hookimpls()
+        if impl.plugin not in skip and impl.plugin not in node.configured_plugins
+    ]
+    if not new:
+        return False
+    skip = skip + node.configured_plugins
+    node.configured_plugins.extend(new)  # first: the call may look up a missing key
+    if skip:
+        hook = config.pluginmanager.subset_hook_caller("pytest_configure_node", remove_plugins=skip)
+    hook(node=node)
+    return True
+
+
+class _WorkerInput(dict):
+    """config.workerinput. A missing key is looked for, once, among the
+    pytest_configure_node implementations registered since the last call:
+    plugins such as SQLAlchemy's testing plugin (2.1) register theirs in
+    their pytest_configure and read what it put there right after."""
+
+    def __missing__(self, key):
+        node = _node
+        if node is not None and node.workerinput is self and _configure_node(node.config, node):
+            if dict.__contains__(self, key):
+                return dict.__getitem__(self, key)
+        raise KeyError(
+            "{!r} (not in this pytest-xdist workerinput, which shoal emulates for worker {}: "
+            "no pytest_configure_node implementation put it there; is pytest-xdist installed?)".format(
+                key, dict.get(self, "workerid")
+            )
+        )
+
+
+def _emulate_worker(config):
+    """Makes this process a pytest-xdist worker as far as plugins can tell.
+
+    The order in xdist: (1) the controller runs its pytest_configure; (2) at
+    its session start it calls pytest_configure_node(node) for each worker
+    and sends node.workerinput over; (3) the worker sets config.workerinput
+    and config.workeroutput, then calls pytest_cmdline_main, so its
+    pytest_configure and its session see them; (4) once the worker's
+    pytest_sessionfinish is over, the controller calls
+    pytest_testnodedown(node, error), error None unless the worker crashed.
+
+    The approximation here, in one process, at the start of
+    pytest_cmdline_main (before every other plugin's pytest_cmdline_main and
+    pytest_configure): (1) does not happen; (2) runs in this process for the
+    implementations registered by then (plugins and initial conftests), with
+    every plugin still unconfigured: an implementation sees the parsed
+    options but no state its plugin sets up in pytest_configure or
+    pytest_sessionstart (a database the controller would create from its
+    configured state, for one, is not created); (3) follows as in a worker,
+    except that an implementation registered later (in a pytest_configure)
+    is called when a key missing from workerinput is looked up (see
+    _WorkerInput), from within that lookup; (4) runs right after this
+    process's pytest_sessionfinish, for every implementation registered by
+    then, with error None (or, if the session never finished, from
+    pytest_unconfigure with an error); a process that dies calls nothing.
+    """
+    global _node
+    workerinput = _WorkerInput(_worker_input(config))
+    basetemp = getattr(config.option, "basetemp", None)
+    if basetemp:
+        # xdist's workers use <the controller's basetemp>/popen-gwN.
+        try:
+            os.makedirs(str(basetemp), exist_ok=True)
+        except OSError:
+            pass
+        config.option.basetemp = os.path.join(str(basetemp), "popen-" + workerinput["workerid"])
+    config.workerinput = workerinput
+    config.workeroutput = {}
+    _controller_state(config, workerinput)
+    _node = _EmulatedNode(config, workerinput)
+    _configure_node(config, _node)
+
+
+def _take_node_down(config, error=None):
+    global _node
+    node, _node = _node, None
+    if node is None:
+        return
+    node.workeroutput = getattr(config, "workeroutput", {})
+    hook = getattr(config.hook, "pytest_testnodedown", None)
+    if hook is None or not hook.get_hookimpls():
+        return
+    skip = _controller_only_plugins(config)
+    if skip:
+        hook = config.pluginmanager.subset_hook_caller("pytest_testnodedown", remove_plugins=skip)
+    hook(node=node, error=error)
+
+
+def _xdist_fixtures():
+    """xdist's worker_id and testrun_uid fixtures, for when it is not loaded."""
+    module = types.ModuleType("shoal_pytest_plugin_xdist_fixtures")
+
+    @pytest.fixture(scope="session")
+    def worker_id(request):
+        """The xdist worker id shoal gives this slot: gw0, gw1, ..."""
+        return request.config.workerinput["workerid"]
+
+    @pytest.fixture(scope="session")
+    def testrun_uid(request):
+        """An id shared by every slot of the run."""
+        return request.config.workerinput["testrunuid"]
+
+    module.worker_id = worker_id
+    module.testrun_uid = testrun_uid
+    return module
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_cmdline_main(config):
+    # Before any pytest_cmdline_main implementation (xdist's decides on
+    # distribution there), as xdist sets its worker's options and workerinput
+    # before calling the hook.
+    _neutralise_distribution(config.option)
+    if (
+        os.environ.get("PYTEST_XDIST_WORKER")
+        and not config.option.collectonly
+        and not hasattr(config, "workerinput")
+    ):
+        _emulate_worker(config)
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_sessionfinish(session, exitstatus):
+    output = getattr(session.config, "workeroutput", None) if _node is not None else None
+    if output is not None:
+        # As xdist's worker does (xdist/remote.py), before the other plugins.
+        output["exitstatus"] = int(exitstatus)
+        output["shouldfail"] = session.shouldfail
+        output["shouldstop"] = session.shouldstop
+    yield
+    _take_node_down(session.config)
+
+
 def pytest_configure(config):
     global _stream
     if _stream is None:
         _stream = _open_channel()
+    if _node is not None and config.pluginmanager.get_plugin("xdist") is None:
+        config.pluginmanager.register(_xdist_fixtures(), "shoal-xdist-fixtures")
 
 
 def pytest_unconfigure(config):
     global _stream
+    _take_node_down(config, error="shoal: the session did not finish")
     if _stream is not None:
         try:
             _stream.close()

@@ -54,6 +54,10 @@ pub struct SuiteDiscovered {
     /// Tests left after selection.
     pub selected: usize,
     pub duration: f64,
+    /// The paths (relative to the suite root) collection was limited to,
+    /// when the selection named paths; empty: the whole suite.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scope: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

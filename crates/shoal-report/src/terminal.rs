@@ -179,11 +179,18 @@ impl TerminalReporter {
     }
 
     fn on_suite_discovered(&self, s: &SuiteDiscovered) -> String {
-        if !self.opts.verbose {
+        // A collection limited to paths is worth a line even when quiet:
+        // it says why tests elsewhere are not in the run.
+        let scope = if s.scope.is_empty() {
+            String::new()
+        } else {
+            format!(" in {}", s.scope.join(", "))
+        };
+        if !self.opts.verbose && scope.is_empty() {
             return String::new();
         }
         format!(
-            "{:>7} {}: {} of {} selected ({}, listed in {:.3}s)\n",
+            "{:>7} {}: {} of {} selected{scope} ({}, listed in {:.3}s)\n",
             self.styles.header.apply_to("SUITE"),
             self.styles.suite.apply_to(&s.suite),
             s.selected,

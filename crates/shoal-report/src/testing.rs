@@ -117,6 +117,7 @@ pub(crate) fn discovered(suite: &str, adapter: &str, discovered: usize, selected
         discovered,
         selected,
         duration: 0.42,
+        scope: Vec::new(),
     })
 }
 

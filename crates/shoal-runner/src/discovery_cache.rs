@@ -2,7 +2,10 @@
 //! change them (the adapter's input files, the suite's config, shoal's
 //! version), so a repeated run skips collection when nothing changed.
 //!
-//! Entries live in `.shoal/cache/discovery/<suite>.json`. Only adapters that
+//! Entries live in `.shoal/cache/discovery/<suite>.json`, or, for a
+//! collection limited to paths (the scope), `<suite>.<scope digest>.json`:
+//! the scope is part of the key, and each scope keeps its own entry, so
+//! alternating between two directories never rediscovers. Only adapters that
 //! name their inputs ([`Adapter::discovery_inputs`]) are cached. Files are
 //! found by walking the suite root with `.gitignore` rules (so a virtualenv
 //! or build output the repository ignores is not read), and hashed by
@@ -41,7 +44,7 @@ impl DiscoveryCache {
         }
     }
 
-    fn path(&self, suite: &str) -> PathBuf {
+    fn path(&self, suite: &str, scope: &[String]) -> PathBuf {
         // Suite names are TOML keys; keep the file name tame anyway.
         let safe: String = suite
             .chars()
@@ -53,12 +56,17 @@ impl DiscoveryCache {
                 }
             })
             .collect();
-        self.dir.join(format!("{safe}.json"))
+        if scope.is_empty() {
+            return self.dir.join(format!("{safe}.json"));
+        }
+        let digest = hex::encode(Sha256::digest(scope.join("\0")));
+        self.dir.join(format!("{safe}.{}.json", &digest[..16]))
     }
 
-    /// The digest of what decides the suite's tests, or `None` when the
-    /// adapter does not say what that is.
-    pub fn key(suite: &SuiteConfig, adapter: &dyn Adapter) -> Option<String> {
+    /// The digest of what decides the suite's tests collected within
+    /// `scope` (paths relative to the suite root; empty: all), or `None`
+    /// when the adapter does not say what that is.
+    pub fn key(suite: &SuiteConfig, adapter: &dyn Adapter, scope: &[String]) -> Option<String> {
         let patterns = adapter.discovery_inputs()?;
         let mut globs = GlobSetBuilder::new();
         for p in patterns {
@@ -71,10 +79,11 @@ impl DiscoveryCache {
             env!("CARGO_PKG_VERSION")
         ));
         h.update(format!(
-            "{:?}\n{}\n{:?}\n",
+            "{:?}\n{}\n{:?}\nscope {:?}\n",
             suite.adapter,
             suite.root.display(),
-            suite.env
+            suite.env,
+            scope
         ));
         let mut files = Vec::new();
         for entry in ignore::WalkBuilder::new(&suite.root)
@@ -100,15 +109,22 @@ impl DiscoveryCache {
 
     /// The cached tests of `suite` if they were discovered under `key`.
     /// With them, how long that discovery took (seconds).
-    pub fn load(&self, suite: &str, key: &str) -> Option<(Vec<TestCase>, f64)> {
-        let text = std::fs::read(self.path(suite)).ok()?;
+    pub fn load(&self, suite: &str, scope: &[String], key: &str) -> Option<(Vec<TestCase>, f64)> {
+        let text = std::fs::read(self.path(suite, scope)).ok()?;
         let entry: Entry = serde_json::from_slice(&text).ok()?;
         (entry.format == FORMAT && entry.key == key).then_some((entry.tests, entry.duration))
     }
 
     /// Remembers `tests` for `suite` under `key` (best effort: a cache that
     /// cannot be written only costs the next run a discovery).
-    pub fn store(&self, suite: &str, key: &str, tests: &[TestCase], duration: f64) {
+    pub fn store(
+        &self,
+        suite: &str,
+        scope: &[String],
+        key: &str,
+        tests: &[TestCase],
+        duration: f64,
+    ) {
         let entry = Entry {
             format: FORMAT,
             key: key.to_owned(),
@@ -121,7 +137,7 @@ impl DiscoveryCache {
         if std::fs::create_dir_all(&self.dir).is_err() {
             return;
         }
-        let path = self.path(suite);
+        let path = self.path(suite, scope);
         let tmp = path.with_extension(format!("json.{}", std::process::id()));
         if std::fs::write(&tmp, json).is_ok() && std::fs::rename(&tmp, &path).is_err() {
             let _ = std::fs::remove_file(&tmp);
@@ -148,7 +164,7 @@ mod tests {
     }
 
     fn key(s: &SuiteConfig) -> String {
-        DiscoveryCache::key(s, adapter_for(s).as_ref()).unwrap()
+        DiscoveryCache::key(s, adapter_for(s).as_ref(), &[]).unwrap()
     }
 
     #[test]
@@ -175,6 +191,9 @@ mod tests {
         std::fs::write(root.join("tests/test_c.py"), "").unwrap();
         assert_ne!(key(&s), k2);
         assert_ne!(key(&suite(root, &["-m", "fast"])), key(&s));
+        // So does the scope collection is limited to.
+        let scoped = DiscoveryCache::key(&s, adapter_for(&s).as_ref(), &["tests".into()]);
+        assert_ne!(scoped.as_deref(), Some(key(&s).as_str()));
     }
 
     #[test]
@@ -190,7 +209,7 @@ mod tests {
         )
         .suites
         .remove(0);
-        assert!(DiscoveryCache::key(&s, adapter_for(&s).as_ref()).is_none());
+        assert!(DiscoveryCache::key(&s, adapter_for(&s).as_ref(), &[]).is_none());
     }
 
     #[test]
@@ -202,9 +221,16 @@ mod tests {
             group: "tests/test_a.py".into(),
             runner: None,
         }];
-        assert!(cache.load("py", "k").is_none());
-        cache.store("py", "k", &tests, 0.5);
-        assert_eq!(cache.load("py", "k"), Some((tests, 0.5)));
-        assert!(cache.load("py", "other").is_none());
+        let scope = ["tests".to_owned()];
+        assert!(cache.load("py", &[], "k").is_none());
+        cache.store("py", &[], "k", &tests, 0.5);
+        cache.store("py", &scope, "k2", &tests[..0], 0.1);
+        assert_eq!(cache.load("py", &[], "k"), Some((tests, 0.5)));
+        assert!(cache.load("py", &[], "other").is_none());
+        assert_eq!(
+            cache.load("py", &scope, "k2"),
+            Some((Vec::new(), 0.1)),
+            "each scope keeps its own entry"
+        );
     }
 }

@@ -16,6 +16,7 @@ pub mod discovery_cache;
 pub mod git;
 pub mod hooks;
 pub mod project;
+pub mod selection;
 mod slot;
 mod store_writer;
 
@@ -37,6 +38,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use coordinator::ToCoord as SlotMessage;
+pub use selection::{Selection, SuiteSelection};
 pub use slot::{Persistent, SlotCtx};
 pub use tokio_util::sync::CancellationToken as Cancel;
 
@@ -45,40 +47,9 @@ pub use tokio_util::sync::CancellationToken as Cancel;
 pub struct SuiteRuntime {
     pub config: SuiteConfig,
     pub adapter: Arc<dyn Adapter>,
-}
-
-/// Which tests to run.
-#[derive(Debug, Clone, Default)]
-pub struct Selection {
-    /// Substrings of test names; a test matches if any matches. Empty: all.
-    pub patterns: Vec<String>,
-    /// Suite names; empty: all suites.
-    pub suites: Vec<String>,
-    /// Exactly these tests (with the other criteria); empty: no such limit.
-    /// `shoal stress` narrows each round to the tests still undecided.
-    pub ids: std::collections::HashSet<TestId>,
-}
-
-impl Selection {
-    /// Fails on a suite name the config does not define.
-    pub fn check(&self, config: &Config) -> Result<(), EngineError> {
-        for s in &self.suites {
-            if !config.suites.iter().any(|c| &c.name == s) {
-                let names: Vec<_> = config.suites.iter().map(|c| c.name.as_str()).collect();
-                return Err(EngineError::UnknownSuite(s.clone(), names.join(", ")));
-            }
-        }
-        Ok(())
-    }
-
-    fn wants_suite(&self, name: &str) -> bool {
-        self.suites.is_empty() || self.suites.iter().any(|s| s == name)
-    }
-
-    fn wants_test(&self, id: &TestId) -> bool {
-        (self.patterns.is_empty() || self.patterns.iter().any(|p| id.name.contains(p.as_str())))
-            && (self.ids.is_empty() || self.ids.contains(id))
-    }
+    /// What the suite's long-lived runners collect (paths relative to the
+    /// suite root, from [`Adapter::runner_scope`]); empty: everything.
+    pub collect: Vec<String>,
 }
 
 /// One suite's discovered and selected tests.
@@ -92,6 +63,9 @@ pub struct Discovered {
     /// Seconds a real discovery of the suite takes (the cached figure on a
     /// cache hit): the estimate of a runner's start-up cost.
     pub fresh_duration: f64,
+    /// The paths collection was limited to (relative to the suite root);
+    /// empty: the whole suite.
+    pub scope: Vec<String>,
 }
 
 /// Why a run could not be carried out (as opposed to tests failing).
@@ -133,11 +107,35 @@ pub async fn list(
     selection: &Selection,
     support_dir: &std::path::Path,
 ) -> Result<Vec<Discovered>, EngineError> {
-    let suites: Vec<&SuiteConfig> = config
+    selection.check(config)?;
+    list_planned(config, plan_suites(config, selection), support_dir).await
+}
+
+/// Discovers every suite of `config` limited to the paths `scopes` gives it
+/// (a suite missing there is collected whole), selecting all it finds: a
+/// remote worker collects exactly what the client's runners would.
+pub async fn list_scoped(
+    config: &Config,
+    scopes: &BTreeMap<String, Vec<String>>,
+    support_dir: &std::path::Path,
+) -> Result<Vec<Discovered>, EngineError> {
+    let planned = config
         .suites
         .iter()
-        .filter(|s| selection.wants_suite(&s.name))
+        .map(|s| {
+            let scope = scopes.get(&s.name).cloned().unwrap_or_default();
+            (s.clone(), SuiteSelection::within(scope))
+        })
         .collect();
+    list_planned(config, planned, support_dir).await
+}
+
+async fn list_planned(
+    config: &Config,
+    planned: Vec<(SuiteConfig, SuiteSelection)>,
+    support_dir: &std::path::Path,
+) -> Result<Vec<Discovered>, EngineError> {
+    let suites: Vec<&SuiteConfig> = planned.iter().map(|(s, _)| s).collect();
     let run_id = format!("list-{}", uuid::Uuid::now_v7());
     let containers = containers::SlotContainers::start(
         &suites,
@@ -151,8 +149,7 @@ pub async fn list(
     )
     .await?;
     let listed = discover(
-        config,
-        selection,
+        planned,
         support_dir,
         None,
         &containers.discovery_executors(),
@@ -162,43 +159,50 @@ pub async fn list(
     listed
 }
 
-/// [`list`], answering from `cache` for suites whose inputs are unchanged.
+/// The suites `selection` can select tests of, each with how the selection
+/// applies to it (a suite that no path pattern lies in is left out).
+fn plan_suites(config: &Config, selection: &Selection) -> Vec<(SuiteConfig, SuiteSelection)> {
+    config
+        .suites
+        .iter()
+        .filter(|s| selection.wants_suite(&s.name))
+        .map(|s| (s.clone(), selection.for_suite(&config.project_root, s)))
+        .filter(|(_, sel)| sel.relevant)
+        .collect()
+}
+
+/// Discovers each planned suite (concurrently) within its selection's
+/// scope, answering from `cache` for suites whose inputs are unchanged, and
+/// applies the selection.
 async fn discover(
-    config: &Config,
-    selection: &Selection,
+    planned: Vec<(SuiteConfig, SuiteSelection)>,
     support_dir: &std::path::Path,
     cache: Option<&DiscoveryCache>,
     executors: &HashMap<String, Arc<dyn Executor>>,
 ) -> Result<Vec<Discovered>, EngineError> {
-    selection.check(config)?;
     std::fs::create_dir_all(support_dir).map_err(|source| EngineError::Io {
         path: support_dir.to_owned(),
         source,
     })?;
     let mut tasks = Vec::new();
-    for suite in config
-        .suites
-        .iter()
-        .filter(|s| selection.wants_suite(&s.name))
-    {
-        let runtime = SuiteRuntime {
-            config: suite.clone(),
-            adapter: Arc::from(adapter_for(suite)),
-        };
+    for (suite, selection) in planned {
+        let adapter: Arc<dyn Adapter> = Arc::from(adapter_for(&suite));
         let ctx = DiscoverCtx {
             suite: suite.clone(),
             support_dir: support_dir.to_owned(),
             env: suite.env.clone(),
             executor: executors.get(&suite.name).cloned(),
+            scope: selection.scope.clone(),
         };
         let cache = cache.cloned();
         tasks.push(tokio::spawn(async move {
             let t0 = Instant::now();
             let key = match &cache {
                 Some(_) => {
-                    let (suite, adapter) = (runtime.config.clone(), runtime.adapter.clone());
+                    let (suite, adapter, scope) =
+                        (suite.clone(), adapter.clone(), selection.scope.clone());
                     tokio::task::spawn_blocking(move || {
-                        DiscoveryCache::key(&suite, adapter.as_ref())
+                        DiscoveryCache::key(&suite, adapter.as_ref(), &scope)
                     })
                     .await
                     .ok()
@@ -206,41 +210,52 @@ async fn discover(
                 }
                 None => None,
             };
-            let name = &runtime.config.name;
-            if let (Some(cache), Some(key)) = (&cache, &key) {
-                if let Some((tests, took)) = cache.load(name, key) {
-                    return (runtime, Ok(tests), t0.elapsed().as_secs_f64(), took);
+            let name = &suite.name;
+            let cached = match (&cache, &key) {
+                (Some(cache), Some(key)) => cache.load(name, &selection.scope, key),
+                _ => None,
+            };
+            let (res, duration, fresh_duration) = match cached {
+                Some((tests, took)) => (Ok(tests), t0.elapsed().as_secs_f64(), took),
+                None => {
+                    let res = adapter.discover(&ctx).await;
+                    let took = t0.elapsed().as_secs_f64();
+                    if let (Some(cache), Some(key), Ok(tests)) = (&cache, &key, &res) {
+                        cache.store(name, &selection.scope, key, tests, took);
+                    }
+                    (res, took, took)
                 }
-            }
-            let res = runtime.adapter.discover(&ctx).await;
-            let took = t0.elapsed().as_secs_f64();
-            if let (Some(cache), Some(key), Ok(tests)) = (&cache, &key, &res) {
-                cache.store(name, key, tests, took);
-            }
-            (runtime, res, took, took)
+            };
+            let tests = res.map_err(|source| EngineError::Discovery {
+                suite: suite.name.clone(),
+                source,
+            })?;
+            let selected: Vec<TestCase> = tests
+                .iter()
+                .filter(|t| selection.wants(adapter.as_ref(), &suite.root, t))
+                .cloned()
+                .collect();
+            let collect = adapter.runner_scope(&selected, &tests, &selection.scope);
+            Ok::<_, EngineError>(Discovered {
+                suite: SuiteRuntime {
+                    config: suite,
+                    adapter,
+                    collect,
+                },
+                discovered: tests.len(),
+                selected,
+                duration,
+                fresh_duration,
+                scope: selection.scope,
+            })
         }));
     }
     let mut out = Vec::new();
     for t in tasks {
-        let (suite, res, duration, fresh_duration) = t
-            .await
-            .map_err(|e| EngineError::Slots(format!("discovery task failed: {e}")))?;
-        let tests = res.map_err(|source| EngineError::Discovery {
-            suite: suite.config.name.clone(),
-            source,
-        })?;
-        let discovered = tests.len();
-        let selected = tests
-            .into_iter()
-            .filter(|t| selection.wants_test(&t.id))
-            .collect();
-        out.push(Discovered {
-            suite,
-            discovered,
-            selected,
-            duration,
-            fresh_duration,
-        });
+        out.push(
+            t.await
+                .map_err(|e| EngineError::Slots(format!("discovery task failed: {e}")))??,
+        );
     }
     Ok(out)
 }
@@ -336,12 +351,9 @@ pub async fn run(
     let cache = req
         .discovery_cache
         .then(|| DiscoveryCache::new(&req.state_dir));
-    let env_suites: Vec<&SuiteConfig> = req
-        .config
-        .suites
-        .iter()
-        .filter(|s| req.selection.wants_suite(&s.name))
-        .collect();
+    req.selection.check(&req.config)?;
+    let planned_suites = plan_suites(&req.config, &req.selection);
+    let env_suites: Vec<&SuiteConfig> = planned_suites.iter().map(|(s, _)| s).collect();
     let mut containers = containers::SlotContainers::start(
         &env_suites,
         &(0..req.slots.max(1) as u32).collect::<Vec<_>>(),
@@ -356,8 +368,7 @@ pub async fn run(
     // Whatever ends the run (an error included), its containers go.
     let result: Result<RunReport, EngineError> = async {
         let discovered = discover(
-            &req.config,
-            &req.selection,
+            planned_suites.clone(),
             &support_dir,
             cache.as_ref(),
             &containers.discovery_executors(),
@@ -460,6 +471,7 @@ pub async fn run(
                     discovered: d.discovered,
                     selected: d.selected.len(),
                     duration: d.duration,
+                    scope: d.scope.clone(),
                 }),
             );
         }
@@ -472,7 +484,7 @@ pub async fn run(
                 }),
             );
         }
-        let unmatched = unmatched_quarantine(&req.quarantine, &req.selection, &discovered);
+        let unmatched = unmatched_quarantine(&req.quarantine, &req.selection, &root, &discovered);
         if !unmatched.is_empty() {
             let entries: Vec<String> = unmatched
                 .iter()
@@ -521,6 +533,7 @@ pub async fn run(
         for slot in &slot_ids {
             let ctx = slot::SlotCtx {
                 slot: slot.index,
+                slot_count: slots as u32,
                 worker: req.worker.clone(),
                 run_id: run_id.clone(),
                 scratch: run_dir.join(format!("slot-{}", slot.index)),
@@ -639,11 +652,18 @@ pub async fn run(
 fn unmatched_quarantine<'a>(
     quarantine: &'a HashSet<TestId>,
     selection: &Selection,
+    project_root: &std::path::Path,
     discovered: &[Discovered],
 ) -> Vec<&'a TestId> {
-    let suites: HashSet<&str> = discovered
+    let suites: HashMap<&str, (SuiteSelection, &SuiteRuntime)> = discovered
         .iter()
-        .map(|d| d.suite.config.name.as_str())
+        .map(|d| {
+            let config = &d.suite.config;
+            (
+                config.name.as_str(),
+                (selection.for_suite(project_root, config), &d.suite),
+            )
+        })
         .collect();
     let selected: HashSet<&TestId> = discovered
         .iter()
@@ -652,7 +672,15 @@ fn unmatched_quarantine<'a>(
     let mut unmatched: Vec<&TestId> = quarantine
         .iter()
         .filter(|id| {
-            suites.contains(id.suite.as_str()) && selection.wants_test(id) && !selected.contains(id)
+            let Some((sel, suite)) = suites.get(id.suite.as_str()) else {
+                return false;
+            };
+            let case = TestCase {
+                id: (*id).clone(),
+                group: String::new(),
+                runner: None,
+            };
+            sel.wants(suite.adapter.as_ref(), &suite.config.root, &case) && !selected.contains(id)
         })
         .collect();
     unmatched.sort();

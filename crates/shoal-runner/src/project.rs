@@ -1,5 +1,14 @@
 //! Finding a project's config: `shoal.toml` at the root, or zero config by
 //! detecting pytest and Cargo projects.
+//!
+//! A root is a pytest project, as broadly as pytest itself would run there,
+//! when it has pytest configuration (`pytest.ini`, `[tool.pytest...]`,
+//! `[tool:pytest]`, `[pytest]`, a root `conftest.py`), names pytest among
+//! its development dependencies (`pyproject.toml`, `requirements*.txt`,
+//! `setup.cfg`, `tox.ini`, ...), or holds a test file that pytest's default
+//! rules collect (`test_*.py`, `*_test.py`) anywhere below it that
+//! `.gitignore` does not exclude (tests inside the package, as networkx
+//! keeps them, included).
 
 use shoal_core::config::{AdapterConfig, Config, ConfigError};
 use std::path::{Path, PathBuf};
@@ -17,7 +26,9 @@ pub enum LoadError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("no shoal.toml in {root}, and no pytest or Cargo project detected there")]
+    #[error(
+        "no shoal.toml in {root}, and no pytest or Cargo project detected there (looked for pytest configuration, pytest among development dependencies, test_*.py or *_test.py files, and Cargo.toml); `shoal init` writes a shoal.toml to start from"
+    )]
     NothingDetected { root: PathBuf },
 }
 
@@ -86,20 +97,61 @@ fn looks_like_pytest(root: &Path) -> bool {
     {
         return true;
     }
-    // Test files at the root or in a tests/ or test/ directory.
-    let is_test_file = |p: &Path| {
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        name.ends_with(".py") && (name.starts_with("test_") || name.ends_with("_test.py"))
-    };
-    for dir in [root.to_owned(), root.join("tests"), root.join("test")] {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
+    names_pytest_as_dependency(root) || has_test_file(root)
+}
+
+/// Files where Python projects list their (development) dependencies.
+const DEPENDENCY_FILES: &[&str] = &[
+    "pyproject.toml",
+    "setup.cfg",
+    "setup.py",
+    "tox.ini",
+    "Pipfile",
+    "requirements-dev.txt",
+    "requirements_dev.txt",
+    "requirements-test.txt",
+    "requirements_test.txt",
+    "requirements-tests.txt",
+    "test-requirements.txt",
+    "dev-requirements.txt",
+    "requirements/dev.txt",
+    "requirements/test.txt",
+    "requirements/tests.txt",
+];
+
+/// Whether a dependency file names pytest (or a `pytest-*` plugin) as a
+/// requirement: quoted (`"pytest>=8"`), or opening a line (`pytest==8.1`,
+/// poetry's `pytest = "^8"`).
+fn names_pytest_as_dependency(root: &Path) -> bool {
+    DEPENDENCY_FILES.iter().any(|name| {
+        let Ok(text) = std::fs::read_to_string(root.join(name)) else {
+            return false;
         };
-        if entries.flatten().any(|e| is_test_file(&e.path())) {
-            return true;
-        }
-    }
-    false
+        text.lines().any(|line| {
+            let line = line.trim_start();
+            line.starts_with("pytest")
+                || line
+                    .match_indices("pytest")
+                    .any(|(at, _)| at > 0 && matches!(line.as_bytes()[at - 1], b'"' | b'\''))
+        })
+    })
+}
+
+/// Whether a file pytest's default rules collect lies anywhere below
+/// `root` (hidden and git-ignored paths skipped); stops at the first.
+fn has_test_file(root: &Path) -> bool {
+    ignore::WalkBuilder::new(root)
+        .hidden(true)
+        .git_global(false)
+        .require_git(false)
+        .build()
+        .flatten()
+        .any(|entry| {
+            entry.file_type().is_some_and(|t| t.is_file()) && {
+                let name = entry.file_name().to_str().unwrap_or("");
+                name.ends_with(".py") && (name.starts_with("test_") || name.ends_with("_test.py"))
+            }
+        })
 }
 
 #[cfg(test)]
@@ -128,6 +180,55 @@ mod tests {
                 args: vec!["--workspace".into()],
                 share: Default::default(),
             }
+        );
+    }
+
+    #[test]
+    fn tests_inside_the_package_make_a_pytest_project() {
+        // networkx's layout: no pytest configuration, no conftest.py at the
+        // root, tests deep inside the package.
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("pkg/algorithms/flow/tests");
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(
+            dir.path().join("pyproject.toml"),
+            "[project]\nname = \"pkg\"\n",
+        )
+        .unwrap();
+        assert!(detect_suites(dir.path()).is_empty());
+        std::fs::write(deep.join("test_maxflow.py"), "def test_a(): pass\n").unwrap();
+        assert_eq!(detect_suites(dir.path())[0].0, "pytest");
+        // Ignored trees do not count.
+        std::fs::write(dir.path().join(".gitignore"), "pkg/\n").unwrap();
+        assert!(detect_suites(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn pytest_among_development_dependencies_makes_a_pytest_project() {
+        for (file, text) in [
+            (
+                "pyproject.toml",
+                "[project]\nname = \"x\"\n[dependency-groups]\ndev = [\"pytest>=8\", \"ruff\"]\n",
+            ),
+            (
+                "pyproject.toml",
+                "[tool.poetry.group.dev.dependencies]\npytest = \"^8\"\n",
+            ),
+            ("requirements-dev.txt", "ruff\npytest-cov==5\n"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(file), text).unwrap();
+            assert_eq!(detect_suites(dir.path()).len(), 1, "{file}: {text}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pyproject.toml"),
+            "[project]\nname = \"x\"\ndescription = \"not pytest-related\"\n",
+        )
+        .unwrap();
+        assert!(
+            detect_suites(dir.path()).is_empty(),
+            "a mention is not a dependency"
         );
     }
 

@@ -31,6 +31,8 @@ const CANCEL_GRACE: Duration = Duration::from_millis(500);
 #[derive(Debug)]
 pub struct SlotCtx {
     pub slot: u32,
+    /// How many slots this worker (or local run) has: `SHOAL_SLOT_COUNT`.
+    pub slot_count: u32,
     pub worker: String,
     pub run_id: String,
     pub scratch: PathBuf,
@@ -61,6 +63,7 @@ impl SlotCtx {
         let tmp = self.scratch.join("tmp").to_string_lossy().into_owned();
         BTreeMap::from([
             ("SHOAL_SLOT".to_owned(), self.slot.to_string()),
+            ("SHOAL_SLOT_COUNT".to_owned(), self.slot_count.to_string()),
             ("SHOAL_RUN_ID".to_owned(), self.run_id.clone()),
             ("SHOAL_WORKER".to_owned(), self.worker.clone()),
             ("TMPDIR".to_owned(), tmp.clone()),
@@ -169,6 +172,7 @@ impl SlotCtx {
                 .iter()
                 .map(|e| (e.case.id.name.clone(), e.estimate))
                 .collect(),
+            collect: suite.collect.clone(),
         };
         let services = self.service_logs.get(&suite.config.name);
         let runner = LeaseRunner {
@@ -329,6 +333,8 @@ struct Follow {
     stopped: Option<Stopped>,
     /// A persistent runner said it finished the batch.
     batch_done: bool,
+    /// Tests a persistent runner said it had not collected.
+    unknown: Vec<String>,
 }
 
 impl Follow {
@@ -462,6 +468,7 @@ impl LeaseRunner<'_> {
                                 return;
                             }
                         }
+                        Progress::Unknown { name } => f.unknown.push(name.clone()),
                     }
                     f.progress.push(p);
                 }
@@ -737,8 +744,31 @@ impl LeaseRunner<'_> {
         }
         if f.batch_done {
             *batches += 1;
+            // Tests outside what the runner collected run in a process of
+            // their own, which names their files (never lost, never
+            // misattributed to the runner).
+            let uncollected: Vec<TestCase> = cases
+                .iter()
+                .filter(|c| !f.streamed.contains(&c.id.name) && f.unknown.contains(&c.id.name))
+                .cloned()
+                .collect();
+            if !uncollected.is_empty() {
+                tracing::debug!(
+                    tests = uncollected.len(),
+                    "the long-lived runner did not collect these tests; running them in a process of their own"
+                );
+                for inv in self.suite.adapter.plan(&uncollected, &self.ctx) {
+                    if self.slot.cancel.is_cancelled() {
+                        break;
+                    }
+                    Box::pin(self.run_invocation(inv, true)).await;
+                }
+            }
             let end = now_epoch();
-            for case in cases.iter().filter(|c| !f.streamed.contains(&c.id.name)) {
+            for case in cases
+                .iter()
+                .filter(|c| !f.streamed.contains(&c.id.name) && !f.unknown.contains(&c.id.name))
+            {
                 let msg = "the test runner finished the batch without running this test".to_owned();
                 self.report_synth(
                     case,

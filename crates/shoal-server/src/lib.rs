@@ -581,6 +581,15 @@ impl Coordinator for Service {
             project_dir: run.spec.project_dir.clone(),
             retries: run.spec.retries,
             user: run.spec.user.clone(),
+            scopes: run
+                .spec
+                .scopes
+                .iter()
+                .map(|(suite, paths)| shoal_proto::v1::SuiteScope {
+                    suite: suite.clone(),
+                    paths: paths.clone(),
+                })
+                .collect(),
         }))
     }
 
@@ -734,6 +743,11 @@ impl Coordinator for Service {
             selection: req.selection.clone(),
             repeat: req.repeat.max(1),
             shuffle: req.shuffle_seed,
+            scopes: req
+                .scopes
+                .iter()
+                .map(|s| (s.suite.clone(), s.paths.clone()))
+                .collect(),
             submitted: now_epoch(),
             tests: planned
                 .iter()

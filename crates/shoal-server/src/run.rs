@@ -36,6 +36,9 @@ pub struct RunSpec {
     /// The shuffle seed, if the run was submitted with `--shuffle`.
     #[serde(default)]
     pub shuffle: Option<u64>,
+    /// Per suite, the paths its workers collect (absent: all).
+    #[serde(default)]
+    pub scopes: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// One planned test of a [`RunSpec`].

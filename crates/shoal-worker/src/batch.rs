@@ -45,6 +45,8 @@ pub struct SlotEnv {
     pub worker: String,
     /// How test processes are started.
     pub executor: Arc<dyn Executor>,
+    /// The worker's slot count (`SHOAL_SLOT_COUNT`).
+    pub slots: u32,
 }
 
 impl SlotEnv {
@@ -59,6 +61,7 @@ impl SlotEnv {
     ) -> SlotCtx {
         SlotCtx {
             slot,
+            slot_count: self.slots,
             worker: self.worker.clone(),
             run_id: run.run_id.clone(),
             scratch: run.run_dir.join(format!("slot-{slot}")),

@@ -17,7 +17,7 @@ use shoal_core::{TestCase, TestId};
 use shoal_proto::v1::RunSpec;
 use shoal_runner::hooks::{HookError, run_hook};
 use shoal_runner::project::{CONFIG_FILE, detect_suites};
-use shoal_runner::{EngineError, Selection, SuiteRuntime};
+use shoal_runner::{EngineError, SuiteRuntime};
 use shoal_snapshot::{BlobStore, Digest, EntryKind, Manifest, SnapshotError, materialize};
 
 /// Blobs asked for in one fetch, at most.
@@ -96,6 +96,9 @@ pub struct RunInputs {
     /// The project's directory in the snapshot, `/`-separated; empty for
     /// the snapshot root.
     pub project_dir: String,
+    /// Per suite, the paths its discovery and runners are limited to
+    /// (absent: the whole suite), as the client's selection narrowed them.
+    pub scopes: BTreeMap<String, Vec<String>>,
 }
 
 impl From<RunSpec> for RunInputs {
@@ -105,6 +108,11 @@ impl From<RunSpec> for RunInputs {
             manifest_digest: spec.manifest_digest,
             config_toml: spec.config_toml,
             project_dir: spec.project_dir,
+            scopes: spec
+                .scopes
+                .into_iter()
+                .map(|s| (s.suite, s.paths))
+                .collect(),
         }
     }
 }
@@ -297,7 +305,7 @@ where
         }
     };
 
-    let discovered = shoal_runner::list(&config, &Selection::default(), &support_dir).await?;
+    let discovered = shoal_runner::list_scoped(&config, &inputs.scopes, &support_dir).await?;
     let mut suites = HashMap::new();
     let mut tests = HashMap::new();
     for d in discovered {

@@ -164,6 +164,7 @@ pub async fn run_worker(
     let env = SlotEnv {
         worker: opts.name.clone(),
         executor: Arc::new(ProcessExecutor),
+        slots: opts.slots,
     };
     let worker = Arc::new(Worker {
         worker_id: uuid::Uuid::now_v7().to_string(),

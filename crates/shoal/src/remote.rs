@@ -173,6 +173,14 @@ pub async fn run(
             commit: git.commit.clone(),
             dirty: git.dirty,
             shuffle_seed: req.shuffle,
+            scopes: discovered
+                .iter()
+                .filter(|d| !d.suite.collect.is_empty())
+                .map(|d| shoal_proto::v1::SuiteScope {
+                    suite: d.suite.config.name.clone(),
+                    paths: d.suite.collect.clone(),
+                })
+                .collect(),
         })
         .await
         .map_err(|s| status_error("submitting the run", s))?
@@ -266,6 +274,7 @@ async fn follow(
                             discovered: d.discovered,
                             selected: d.selected.len(),
                             duration: d.duration,
+                            scope: d.scope.clone(),
                         }))?;
                     }
                     continue;

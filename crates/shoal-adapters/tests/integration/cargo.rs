@@ -59,6 +59,7 @@ fn discover_in(root: PathBuf, target: &str) -> Result<Vec<TestCase>, AdapterErro
             target_dir(target).display().to_string(),
         )]),
         executor: None,
+        scope: Vec::new(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -94,6 +95,7 @@ fn batch_ctx(env: &[(&str, &str)], output_cap: u64) -> BatchCtx {
             .collect(),
         output_cap,
         estimates: Default::default(),
+        collect: Vec::new(),
     }
 }
 

@@ -56,6 +56,7 @@ fn discover(
         support_dir: dir.join("support"),
         env: BTreeMap::new(),
         executor: None,
+        scope: Vec::new(),
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -73,6 +74,7 @@ fn batch(suite: SuiteConfig, dir: &Path, seq: u64) -> BatchCtx {
         env: BTreeMap::new(),
         output_cap: 4096,
         estimates: Default::default(),
+        collect: Vec::new(),
     }
 }
 

@@ -89,6 +89,7 @@ fn discover_ctx(root: &Path, support: &Path) -> DiscoverCtx {
         support_dir: support.to_owned(),
         env: BTreeMap::new(),
         executor: None,
+        scope: Vec::new(),
     }
 }
 
@@ -105,6 +106,7 @@ fn batch_ctx(root: &Path, dir: &Path, env: &[(&str, &str)]) -> BatchCtx {
         env,
         output_cap: CAP,
         estimates: Default::default(),
+        collect: Vec::new(),
     }
 }
 

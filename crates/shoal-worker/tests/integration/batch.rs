@@ -19,6 +19,7 @@ use crate::support::{Setup, inputs, prepare, test_named};
 
 fn env() -> SlotEnv {
     SlotEnv {
+        slots: 2,
         worker: "test-worker".into(),
         executor: Arc::new(ProcessExecutor),
     }

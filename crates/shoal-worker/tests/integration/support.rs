@@ -127,6 +127,7 @@ pub fn inputs(run_id: &str, manifest: &Digest, config_toml: &str, project_dir: &
         manifest_digest: manifest.to_hex(),
         config_toml: config_toml.to_owned(),
         project_dir: project_dir.to_owned(),
+        scopes: Default::default(),
     }
 }
 
