@@ -93,10 +93,79 @@ impl CargoAdapter {
     }
 
     /// Builds the test binaries with `cargo test --no-run` in `root`.
+    /// The workspace packages a collection limited to `scope` (paths
+    /// relative to `root`) reaches: those inside a scope path, or holding
+    /// one. `None`: build what the suite's arguments say (no scope, or the
+    /// arguments already pick packages).
+    async fn packages_in_scope(
+        &self,
+        root: &Path,
+        env: &BTreeMap<String, String>,
+        scope: &[String],
+    ) -> Result<Option<Vec<String>>, AdapterError> {
+        let picks_packages = self
+            .args
+            .iter()
+            .any(|a| a == "-p" || a.starts_with("--package") || a.starts_with("-p"));
+        if scope.is_empty() || picks_packages {
+            return Ok(None);
+        }
+        let argv: Vec<String> = [
+            cargo_program(env).as_str(),
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let out = run(&argv, root, env).await?;
+        let bad = |detail: String| AdapterError::BadListOutput {
+            command: command::display_argv(&argv),
+            detail,
+        };
+        if !out.status.success() {
+            return Err(AdapterError::ListFailed {
+                command: command::display_argv(&argv),
+                status: describe_status(out.status),
+                output: tail(&String::from_utf8_lossy(&out.stderr), ERROR_TAIL_BYTES),
+            });
+        }
+        #[derive(Deserialize)]
+        struct Metadata {
+            packages: Vec<Package>,
+            workspace_members: Vec<String>,
+        }
+        #[derive(Deserialize)]
+        struct Package {
+            name: String,
+            id: String,
+            manifest_path: PathBuf,
+        }
+        let meta: Metadata =
+            serde_json::from_slice(&out.stdout).map_err(|e| bad(format!("{e}")))?;
+        let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_owned());
+        let mut names: Vec<String> = meta
+            .packages
+            .into_iter()
+            .filter(|p| meta.workspace_members.contains(&p.id))
+            .filter(|p| {
+                let dir = p.manifest_path.parent().unwrap_or(Path::new(""));
+                let rel = dir.strip_prefix(&root).map(slash_path).ok();
+                rel.is_some_and(|rel| scope.iter().any(|s| package_meets_path(&rel, s)))
+            })
+            .map(|p| p.name)
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(Some(names))
+    }
+
     async fn build(
         &self,
         root: &Path,
         env: &BTreeMap<String, String>,
+        packages: Option<&[String]>,
     ) -> Result<Vec<TestBinary>, AdapterError> {
         let mut argv = vec![cargo_program(env)];
         argv.extend(
@@ -108,7 +177,20 @@ impl CargoAdapter {
             ]
             .map(String::from),
         );
-        argv.extend(self.args.iter().cloned());
+        match packages {
+            None => argv.extend(self.args.iter().cloned()),
+            Some(packages) => {
+                argv.extend(
+                    self.args
+                        .iter()
+                        .filter(|a| *a != "--workspace" && *a != "--all")
+                        .cloned(),
+                );
+                for p in packages {
+                    argv.extend(["-p".to_owned(), p.clone()]);
+                }
+            }
+        }
         let out = run(&argv, root, env).await?;
         if !out.status.success() {
             return Err(AdapterError::ListFailed {
@@ -204,6 +286,20 @@ fn version_parts(version: &str) -> (&str, &str, &str, &str) {
     (next(), next(), next(), pre)
 }
 
+/// Whether a package in directory `package` (relative to the suite root)
+/// is reached by path `path`: it lies inside `path`, or `path` is inside it.
+fn package_meets_path(package: &str, path: &str) -> bool {
+    crate::located_in(package, path, None) || crate::located_in(path, package, None)
+}
+
+/// A relative path with `/` separators.
+fn slash_path(rel: &Path) -> String {
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// The cargo program: `CARGO` from the suite's environment, then from ours
 /// (set when shoal itself runs under cargo), else `cargo` from `PATH`.
 fn cargo_program(env: &BTreeMap<String, String>) -> String {
@@ -222,7 +318,15 @@ impl Adapter for CargoAdapter {
     async fn discover(&self, ctx: &DiscoverCtx) -> Result<Vec<TestCase>, AdapterError> {
         let mut env = ctx.suite.env.clone();
         env.extend(ctx.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let binaries = self.build(&ctx.suite.root, &env).await?;
+        let packages = self
+            .packages_in_scope(&ctx.suite.root, &env, &ctx.scope)
+            .await?;
+        if packages.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(Vec::new());
+        }
+        let binaries = self
+            .build(&ctx.suite.root, &env, packages.as_deref())
+            .await?;
         let mut tests = Vec::new();
         for (binary, runners) in list_all(binaries, env).await? {
             for runner in runners {
@@ -240,6 +344,18 @@ impl Adapter for CargoAdapter {
             }
         }
         Ok(tests)
+    }
+
+    fn test_in_path(&self, test: &TestCase, root: &Path, path: &str, node: Option<&str>) -> bool {
+        let Ok(runner) = CargoRunner::of(test) else {
+            return false;
+        };
+        let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_owned());
+        let package = Path::new(&runner.cwd);
+        let Ok(rel) = package.strip_prefix(&root).map(slash_path) else {
+            return false;
+        };
+        package_meets_path(&rel, path) && node.is_none_or(|n| runner.test.starts_with(n))
     }
 
     fn plan(&self, tests: &[TestCase], ctx: &BatchCtx) -> Vec<Invocation> {

@@ -86,6 +86,8 @@ like an xdist worker, in-process:
 * pytest-cov, pytest-randomly and pytest-rerunfailures read in a worker what
   their controller side would have sent; shoal supplies it (see
   ``_controller_state``). pytest-cov's controller hooks are not called.
+* pytest writes no ``--junitxml`` report in an xdist worker; here it does,
+  as shoal asks for one in per-batch processes.
 * In serve mode, Django's test database names (which pytest-django suffixes
   with the worker id in a session fixture, once per batch here) are put back
   after each batch.
@@ -96,8 +98,9 @@ its workers (``-n``/``--numprocesses``, ``--dist``, ``-d``, ``--tx``,
 workers of its own nor loops on failure. Not emulated: ``--dist
 loadscope``/``loadfile``/``loadgroup`` grouping (shoal batches by its own
 rules; ``xdist_group`` marks are ignored and node ids never get xdist's
-``@group`` suffix), worker restarts, ``pytest_handlecrashitem``, and any
-controller hook other than the two above.
+``@group`` suffix), worker restarts, ``pytest_handlecrashitem``, any
+controller hook other than the two above, and the controller itself: set-up
+a suite does only where ``workerinput`` is absent runs nowhere.
 """
 
 import json
@@ -468,7 +471,10 @@ def _controller_state(config, workerinput):
     ):
         # pytest-rerunfailures: its worker side connects to the controller's
         # status server; this process runs one.
-        server = rerun.ServerStatusDB()
+        try:
+            server = rerun.ServerStatusDB()
+        except OSError:
+            return
         _controller_objects.append(server)
         try:
             # Its thread starts listening later; connecting right away (this
@@ -637,6 +643,27 @@ def pytest_configure(config):
         _stream = _open_channel()
     if _node is not None and config.pluginmanager.get_plugin("xdist") is None:
         config.pluginmanager.register(_xdist_fixtures(), "shoal-xdist-fixtures")
+    junitxml = config.pluginmanager.get_plugin("junitxml")
+    if _node is not None and junitxml is not None and getattr(config.option, "xmlpath", None):
+        # pytest writes no JUnit report in an xdist worker (its controller
+        # does); a per-batch process must write the one shoal asks for. Run
+        # before junitxml's own pytest_configure, which then skips.
+        junitxml.pytest_configure(_NotAWorker(config))
+
+
+class _NotAWorker:
+    """The config, as seen by a plugin that must not know it is a worker."""
+
+    def __init__(self, config):
+        self.__dict__["_config"] = config
+
+    def __getattr__(self, name):
+        if name in ("workerinput", "workeroutput"):
+            raise AttributeError(name)
+        return getattr(self._config, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._config, name, value)
 
 
 def pytest_unconfigure(config):

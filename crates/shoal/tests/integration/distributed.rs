@@ -991,3 +991,36 @@ fn a_remote_run_applies_the_clients_quarantine() {
     out.assert_code(1);
     assert_eq!(c.events("unlisted").run_finished()["exit_code"], 1);
 }
+
+/// A remote run of one directory collects only it: on the client, in the
+/// worker's discovery and in the worker's long-lived runners.
+#[test]
+fn a_remote_directory_run_imports_nothing_outside_the_directory() {
+    let mut c = Cluster::of_fixture("scoped-project", &Backend::Sqlite, "10s", "127.0.0.1");
+    let log = c.project.out("imports.log");
+    let worker = c
+        .project
+        .shoal(std::iter::empty::<&str>())
+        .env("SCOPED_IMPORT_LOG", &log);
+    c.launch_worker(worker, "w1", 2, "0");
+    let out = c
+        .client("remote")
+        .arg("scopedpkg/alpha")
+        .env("SCOPED_IMPORT_LOG", &log)
+        .run();
+    out.assert_code(0);
+    let events = c.events("remote");
+    assert_eq!(events.finals().len(), 3, "{}", out.dump());
+    assert!(events.finals().iter().all(|a| a.outcome == "pass"));
+    assert_eq!(crate::selection::imported(&log), ["alpha"]);
+    // Both sides imported it: the client to list, the worker to run.
+    let pids: std::collections::HashSet<String> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .collect();
+    assert!(
+        pids.len() >= 2,
+        "imports by the client and the worker: {pids:?}"
+    );
+}

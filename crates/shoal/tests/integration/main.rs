@@ -21,6 +21,8 @@ mod pytest;
 mod quarantine;
 mod reference;
 mod retries;
+mod selection;
 mod services;
 mod stress;
 mod support;
+mod xdist;
