@@ -127,3 +127,33 @@ fn list_of_a_directory_is_what_pytest_collects_there() {
     assert_eq!(shoal, expected);
     assert_eq!(shoal.len(), 5);
 }
+
+/// In a cargo workspace, a path selects the packages it reaches: only they
+/// are built and listed (the other package does not even compile).
+#[test]
+fn a_package_path_builds_only_that_package() {
+    let project = Project::copy_of("cargo-workspace");
+    let json = project.out("run.jsonl");
+    let out = project
+        .shoal(["run", "-j", "2", "--json"])
+        .arg(&json)
+        .arg("crates/alpha")
+        .run();
+    out.assert_code(0);
+    let mut ran: Vec<String> = Events::read(&json)
+        .finals()
+        .into_iter()
+        .map(|a| a.test)
+        .collect();
+    ran.sort();
+    assert_eq!(ran, ["alpha tests::doubles", "alpha tests::doubles_zero"]);
+    assert!(out.stdout.contains("in crates/alpha"), "{}", out.dump());
+    // The whole workspace does not build: the broken package is real.
+    let whole = project.shoal(["list"]).run();
+    whole.assert_code(3);
+    assert!(
+        whole.stderr.contains("must not be built"),
+        "{}",
+        whole.dump()
+    );
+}
