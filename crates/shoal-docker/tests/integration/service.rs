@@ -366,14 +366,21 @@ async fn command_readiness_runs_the_check_in_the_container() {
         "ready only once the file exists"
     );
 
+    // What is tested is the verdict and its reason, not how many tries fit
+    // in the time: on a loaded machine the last try may still be running
+    // (issue 11 found the 1 s version of this flaky under load).
     let error = service
-        .wait_ready(Some(&check("/tmp/never")), Duration::from_secs(1))
+        .wait_ready(Some(&check("/tmp/never")), Duration::from_secs(5))
         .await
         .unwrap_err();
     let (_, reason, _, _) = not_ready(error);
-    assert_eq!(
-        reason,
-        "command `test -e /tmp/never` never exited 0 within 1s (last try: exited with code 1)"
+    let last_try = reason
+        .strip_prefix("command `test -e /tmp/never` never exited 0 within 5s (last try: ")
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("unexpected reason: {reason}"));
+    assert!(
+        ["exited with code 1", "it was still running when the time was up"].contains(&last_try),
+        "{reason}"
     );
 
     service.stop_and_remove().await.expect("remove");
