@@ -1,6 +1,7 @@
 //! Preparing a run on a worker: fetch the snapshot's missing blobs into the
 //! worker's [`WorkerCache`], materialize the tree, load the config, run
-//! `worker_setup` (once per worker and snapshot) and discover the tests.
+//! `worker_setup` (once per cache directory and snapshot, however many
+//! workers share it) and discover the tests.
 //!
 //! [`prepare_run`] takes the blob source as a closure, so it runs the same
 //! against a coordinator (`FetchBlobs`) and against a local [`BlobStore`].
