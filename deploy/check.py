@@ -8,8 +8,9 @@
   example, the coordinator is a single Recreate replica, and workers' grace
   periods outlast their --drain-timeout;
 - the systemd units pass `systemd-analyze verify` when it is available (with
-  the `shoal` binary path replaced by an executable that exists here), and the
-  worker unit's TimeoutStopSec outlasts its --drain-timeout;
+  the `shoal` binary path replaced by an executable that exists here), the
+  worker unit's TimeoutStopSec outlasts its --drain-timeout, and a worker
+  template unit gives each instance its own --name (with %i) or none;
 - the Containerfile's entry point is shoal.
 
 Usage: python3 deploy/check.py   (exit status 0 when every check passes)
@@ -219,6 +220,11 @@ def check_systemd() -> None:
             if o.get("KillMode", [""])[-1] != "mixed":
                 fail(f"{name}: KillMode=mixed lets the worker drain before its tests are killed")
             args = exec_start.split()
+            # Every instance of a template unit runs its own worker: a fixed
+            # --name would be refused by all but the first on the host.
+            wname = flag(args, "--name")
+            if "@" in name and wname is not None and "%i" not in wname and "%I" not in wname:
+                fail(f"{name}: --name {wname} is the same for every instance; use %i in it or leave it out")
             drain = seconds(flag(args, "--drain-timeout") or "60s")
             stop = seconds(o.get("TimeoutStopSec", ["90s"])[-1])
             if stop <= drain:

@@ -69,12 +69,43 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
+/// A registered worker, by its `worker_id` (a UUID per process): the name
+/// identifies nothing, several workers may register with the same one.
 #[derive(Debug)]
 struct Worker {
     index: u32,
     /// Slots it announced (0 until it registers after a restart).
     slots: u32,
+    /// The name it registered with.
     name: String,
+    /// The name it is shown under: `name`, or `name#2`, ... when another
+    /// live worker already showed under `name` (see [`display_name`]).
+    display: String,
+    /// Its last register, heartbeat or lease call.
+    last_seen: Instant,
+}
+
+/// The name a worker registering as `name` is shown under: the first of
+/// `name`, `name#2`, `name#3`, ... that no *other* live worker (seen within
+/// `live`) is shown under. Never a refusal: a worker restarted after a kill
+/// registers (with a new id) while its old registration still looks live,
+/// and must be accepted.
+fn display_name(
+    workers: &HashMap<String, Worker>,
+    worker_id: &str,
+    name: &str,
+    now: Instant,
+    live: Duration,
+) -> String {
+    let shown: std::collections::HashSet<&str> = workers
+        .iter()
+        .filter(|(id, w)| id.as_str() != worker_id && now.duration_since(w.last_seen) <= live)
+        .map(|(_, w)| w.display.as_str())
+        .collect();
+    std::iter::once(name.to_owned())
+        .chain((2..).map(|n| format!("{name}#{n}")))
+        .find(|candidate| !shown.contains(candidate.as_str()))
+        .unwrap_or_else(|| name.to_owned())
 }
 
 #[derive(Debug, Default)]
@@ -258,15 +289,17 @@ async fn resume_runs(shared: &Arc<Shared>) -> Result<(), ServerError> {
             let (index, name) = {
                 let mut inner = shared.lock();
                 let next = inner.next_worker;
-                let w = inner
-                    .workers
-                    .entry(l.worker_id.clone())
-                    .or_insert_with(|| Worker {
+                let w = inner.workers.entry(l.worker_id.clone()).or_insert_with(|| {
+                    let name = format!("worker {}", l.worker_id.get(..8).unwrap_or(&l.worker_id));
+                    Worker {
                         index: next,
                         slots: 0,
-                        name: format!("worker {}", l.worker_id.get(..8).unwrap_or(&l.worker_id)),
-                    });
-                let got = (w.index, w.name.clone());
+                        display: name.clone(),
+                        name,
+                        last_seen: Instant::now(),
+                    }
+                });
+                let got = (w.index, w.display.clone());
                 if got.0 == next {
                     inner.next_worker += 1;
                 }
@@ -431,21 +464,59 @@ impl Coordinator for Service {
             return Err(Status::invalid_argument("worker_id is empty"));
         }
         let mut inner = self.shared.lock();
+        let now = Instant::now();
+        let live = self.shared.lease_timeout;
+        let known = inner
+            .workers
+            .get(&req.worker_id)
+            .map(|w| (w.name == req.name && w.slots > 0).then(|| w.display.clone()));
+        // A worker registering again under the same name keeps how it is
+        // shown; a new one (or one known only from a taken-over lease) gets
+        // a name no other live worker is shown under.
+        let shown = match known {
+            Some(Some(shown)) => shown,
+            _ => display_name(&inner.workers, &req.worker_id, &req.name, now, live),
+        };
+        if shown != req.name {
+            let holder = inner
+                .workers
+                .iter()
+                .filter(|(id, w)| {
+                    id.as_str() != req.worker_id
+                        && w.display == req.name
+                        && now.duration_since(w.last_seen) <= live
+                })
+                .map(|(id, w)| (id.clone(), now.duration_since(w.last_seen)))
+                .next();
+            let (other, ago) = holder.unwrap_or_default();
+            tracing::warn!(
+                worker = %req.name,
+                worker_id = %req.worker_id,
+                other_worker_id = %other,
+                "another live worker (last seen {:.1}s ago) is already registered as {}: showing this one as {shown}. Give each worker its own --name; after a worker is killed and restarted this lasts until its old registration stops heartbeating",
+                ago.as_secs_f64(),
+                req.name
+            );
+        }
         let index = if let Some(w) = inner.workers.get_mut(&req.worker_id) {
             // Known from a lease taken over after a restart: now named.
             w.name.clone_from(&req.name);
+            w.display.clone_from(&shown);
             w.slots = req.slots;
+            w.last_seen = now;
             w.index
         } else {
             let index = inner.next_worker;
             inner.next_worker += 1;
-            tracing::info!(worker = %req.name, slots = req.slots, index, "worker registered");
+            tracing::info!(worker = %shown, slots = req.slots, index, worker_id = %req.worker_id, "worker registered");
             inner.workers.insert(
                 req.worker_id.clone(),
                 Worker {
                     index,
                     slots: req.slots,
                     name: req.name.clone(),
+                    display: shown.clone(),
+                    last_seen: now,
                 },
             );
             index
@@ -464,6 +535,7 @@ impl Coordinator for Service {
             lease_timeout_ms: timeout.as_millis() as u64,
             heartbeat_interval_ms: (timeout.as_millis() as u64 / 4).max(100),
             coordinator_id: self.shared.incarnation.clone(),
+            display_name: shown,
         }))
     }
 
@@ -499,7 +571,9 @@ impl Coordinator for Service {
     ) -> Result<Response<HeartbeatReply>, Status> {
         let req = request.into_inner();
         let mut inner = self.shared.lock();
-        if !inner.workers.contains_key(&req.worker_id) {
+        if let Some(w) = inner.workers.get_mut(&req.worker_id) {
+            w.last_seen = Instant::now();
+        } else {
             // Keep running: leases taken over after a restart are renewed
             // once the worker registered again; others turn out stale.
             return Ok(Response::new(HeartbeatReply {
@@ -1008,10 +1082,11 @@ impl Service {
         let inner = &mut *guard;
         let worker = inner
             .workers
-            .get(&req.worker_id)
+            .get_mut(&req.worker_id)
             .ok_or_else(unknown_worker)?;
+        worker.last_seen = Instant::now();
         let slot = SlotId::new(worker.index, req.slot);
-        let name = worker.name.clone();
+        let name = worker.display.clone();
         let mut candidates: Vec<(usize, usize, String)> = inner
             .order
             .iter()
@@ -1083,4 +1158,47 @@ impl Service {
 
 fn store_status(e: shoal_store::StoreError) -> Status {
     Status::unavailable(format!("store error: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(index: u32, name: &str, display: &str, last_seen: Instant) -> Worker {
+        Worker {
+            index,
+            slots: 2,
+            name: name.to_owned(),
+            display: display.to_owned(),
+            last_seen,
+        }
+    }
+
+    #[test]
+    fn a_name_shown_by_another_live_worker_gets_a_number() {
+        let now = Instant::now();
+        let live = Duration::from_secs(10);
+        let mut workers = HashMap::new();
+        assert_eq!(display_name(&workers, "a", "ci", now, live), "ci");
+        workers.insert("a".to_owned(), worker(0, "ci", "ci", now));
+        // Its own registration does not count against it.
+        assert_eq!(display_name(&workers, "a", "ci", now, live), "ci");
+        // A second live process with the name: accepted, told apart.
+        assert_eq!(display_name(&workers, "b", "ci", now, live), "ci#2");
+        workers.insert("b".to_owned(), worker(1, "ci", "ci#2", now));
+        assert_eq!(display_name(&workers, "c", "ci", now, live), "ci#3");
+        assert_eq!(display_name(&workers, "c", "other", now, live), "other");
+    }
+
+    #[test]
+    fn a_dead_registration_frees_its_name() {
+        let now = Instant::now();
+        let live = Duration::from_secs(10);
+        let mut workers = HashMap::new();
+        let long_ago = now.checked_sub(Duration::from_secs(60)).unwrap_or(now);
+        workers.insert("old".to_owned(), worker(0, "ci", "ci", long_ago));
+        workers.insert("b".to_owned(), worker(1, "ci", "ci#2", now));
+        // The first name is free again; the live `ci#2` keeps its own.
+        assert_eq!(display_name(&workers, "c", "ci", now, live), "ci");
+    }
 }

@@ -10,6 +10,8 @@
 //! batched `Report`s ([`report`]) retried until acknowledged.
 //!
 //! - [`worker`](run_worker): the agent loop, heartbeats, draining
+//! - [`instance`]: this process's share of a cache directory several
+//!   workers may use, and its default name
 //! - [`prepare`]: preparing a run from a snapshot
 //! - [`batch`]: running one batch on a slot of a prepared run
 //! - [`report`]: grouping updates into `Report` requests
@@ -19,12 +21,14 @@
 pub mod backoff;
 pub mod batch;
 pub mod client;
+pub mod instance;
 pub mod prepare;
 pub mod report;
 mod worker;
 
 pub use backoff::Backoff;
 pub use batch::{SlotEnv, SlotRun};
+pub use instance::{Instance, InstanceError};
 pub use prepare::{PrepareError, PreparedRun, RunInputs, SetupStatus, WorkerCache, prepare_run};
 pub use report::{LeaseRef, ReportBatcher, Update};
 pub use worker::{WorkerError, WorkerOptions, host_name, run_worker};

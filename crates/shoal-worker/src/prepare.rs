@@ -1,6 +1,7 @@
 //! Preparing a run on a worker: fetch the snapshot's missing blobs into the
 //! worker's [`WorkerCache`], materialize the tree, load the config, run
-//! `worker_setup` (once per worker and snapshot) and discover the tests.
+//! `worker_setup` (once per cache directory and snapshot, however many
+//! workers share it) and discover the tests.
 //!
 //! [`prepare_run`] takes the blob source as a closure, so it runs the same
 //! against a coordinator (`FetchBlobs`) and against a local [`BlobStore`].
@@ -20,45 +21,68 @@ use shoal_runner::project::{CONFIG_FILE, detect_suites};
 use shoal_runner::{EngineError, SuiteRuntime};
 use shoal_snapshot::{BlobStore, Digest, EntryKind, Manifest, SnapshotError, materialize};
 
+use crate::instance::{Instance, InstanceError};
+use crate::worker::host_name;
+
 /// Blobs asked for in one fetch, at most.
 pub const FETCH_CHUNK: usize = 256;
 /// Bytes (as the manifest gives them) asked for in one fetch, at most
 /// (a larger blob is fetched alone).
 pub const FETCH_CHUNK_BYTES: u64 = 64 << 20;
 
-/// A worker's cache directory:
+/// A worker's view of a cache directory, which several worker processes on
+/// one machine may share:
 ///
 /// - `blobs/`: the [`BlobStore`] of every snapshot fetched (kept across runs,
-///   so an unchanged file is fetched once);
-/// - `runs/<run_id>/`: a run's materialized `tree/`, the engine's `support/`
-///   files and one `slot-N/` scratch directory per slot;
-/// - `setup/<key>`: markers of `worker_setup` hooks that have run.
+///   so an unchanged file is fetched once); shared: writes are atomic
+///   (temporary file, then rename) and blobs are immutable;
+/// - `setup/<key>`: markers of `worker_setup` hooks that have run; shared:
+///   `setup/<key>.lock` (flock) makes one process run a hook while the
+///   others wait for its marker;
+/// - `instances/<k>/runs/<run_id>/`: a run's materialized `tree/`, the
+///   engine's `support/` files and one `slot-N/` scratch directory per
+///   slot; private to the process holding [`Instance`] `k`.
 #[derive(Debug)]
 pub struct WorkerCache {
     dir: PathBuf,
     blobs: BlobStore,
+    instance: Instance,
     /// Held while checking for and running `worker_setup`, so two runs of
-    /// the same snapshot prepared at once run it once.
+    /// the same snapshot prepared at once in this process wait for each
+    /// other without polling the file lock.
     setup_lock: tokio::sync::Mutex<()>,
 }
 
 impl WorkerCache {
-    /// Opens (creating if needed) the cache in `dir`.
+    /// Opens (creating if needed) the cache in `dir` as a new instance
+    /// named after the host (see [`Instance::acquire`]). Blocking.
     pub fn open(dir: &Path) -> Result<Self, PrepareError> {
-        for sub in ["runs", "setup"] {
-            let path = dir.join(sub);
-            std::fs::create_dir_all(&path).map_err(|source| PrepareError::Io {
-                action: "create directory",
-                path,
-                source,
-            })?;
-        }
+        let instance = Instance::acquire(dir, None, &host_name())?;
+        Self::with_instance(instance)
+    }
+
+    /// Opens the cache directory of `instance` (creating what is missing),
+    /// keeping the instance (and its lock) for as long as the cache lives.
+    pub fn with_instance(instance: Instance) -> Result<Self, PrepareError> {
+        let dir = instance.cache_dir().to_owned();
+        let setup = dir.join("setup");
+        std::fs::create_dir_all(&setup).map_err(|source| PrepareError::Io {
+            action: "create directory",
+            path: setup,
+            source,
+        })?;
         let blobs = BlobStore::open(dir.join("blobs"))?;
         Ok(Self {
-            dir: dir.to_owned(),
+            dir,
             blobs,
+            instance,
             setup_lock: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// This process's instance of the cache.
+    pub fn instance(&self) -> &Instance {
+        &self.instance
     }
 
     /// The cache directory.
@@ -71,10 +95,10 @@ impl WorkerCache {
         &self.blobs
     }
 
-    /// Where the run's files live (`runs/<run_id>`). The id must have passed
-    /// [`check_run_id`].
+    /// Where the run's files live (`instances/<k>/runs/<run_id>`). The id
+    /// must have passed [`check_run_id`].
     pub fn run_dir(&self, run_id: &str) -> PathBuf {
-        self.dir.join("runs").join(run_id)
+        self.instance.runs_dir().join(run_id)
     }
 
     /// The marker of a `worker_setup` that has run, by its key.
@@ -124,7 +148,8 @@ pub enum SetupStatus {
     NoHook,
     /// The hook ran (and succeeded).
     Ran,
-    /// The hook had already run for this snapshot on this worker.
+    /// The hook had already run for this snapshot in this cache directory
+    /// (by this worker or another one sharing the cache).
     Cached,
 }
 
@@ -133,11 +158,11 @@ pub enum SetupStatus {
 pub struct PreparedRun {
     /// The run's id.
     pub run_id: String,
-    /// `runs/<run_id>` in the cache.
+    /// `instances/<k>/runs/<run_id>` in the cache.
     pub run_dir: PathBuf,
     /// The project root inside the materialized tree.
     pub project_root: PathBuf,
-    /// The engine's support files (`runs/<run_id>/support`).
+    /// The engine's support files (`<run_dir>/support`).
     pub support_dir: PathBuf,
     /// The run's config (from its `shoal.toml` text, or detected).
     pub config: Config,
@@ -208,6 +233,9 @@ pub enum PrepareError {
         #[source]
         source: std::io::Error,
     },
+    /// No instance of the cache directory could be taken.
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
     /// A blocking task died.
     #[error("a background task failed: {0}")]
     Task(String),
@@ -233,7 +261,7 @@ pub fn check_run_id(run_id: &str) -> Result<(), PrepareError> {
 /// Prepares a run in `cache`: fetches the manifest and the blobs the cache
 /// lacks through `fetch` (called with at most [`FETCH_CHUNK`] digests at a
 /// time; it returns the blobs as (digest, bytes), each verified here),
-/// materializes the tree in `runs/<run_id>/tree` (removing what a previous
+/// materializes the tree in the run directory's `tree/` (removing what a previous
 /// attempt left there), loads the config, runs `worker_setup` unless it
 /// already ran for this snapshot (see [`setup_key`]) and discovers the
 /// tests. `worker` is the `SHOAL_WORKER` the hook sees.
@@ -440,7 +468,9 @@ pub fn setup_key(hook: &CommandLine, manifest: &Digest, project_dir: &str) -> St
 }
 
 /// Runs `worker_setup` in `root` unless its marker `setup/<key>` exists;
-/// writes the marker when it succeeds.
+/// writes the marker when it succeeds. Holds `setup/<key>.lock` meanwhile,
+/// so that of several workers sharing the cache directory one runs the hook
+/// and the others wait for it, then find its marker.
 async fn worker_setup(
     cache: &WorkerCache,
     hook: &CommandLine,
@@ -454,6 +484,10 @@ async fn worker_setup(
     if marker.is_file() {
         return Ok(SetupStatus::Cached);
     }
+    let _file_lock = lock_file(&marker.with_extension("lock"), "worker_setup").await?;
+    if marker.is_file() {
+        return Ok(SetupStatus::Cached);
+    }
     let env = BTreeMap::from([
         ("SHOAL_RUN_ID".to_owned(), run_id.to_owned()),
         ("SHOAL_WORKER".to_owned(), worker.to_owned()),
@@ -464,14 +498,56 @@ async fn worker_setup(
         CommandLine::Shell(s) => s.clone(),
         CommandLine::Argv(v) => v.join(" "),
     };
-    std::fs::write(&marker, format!("{shown}\nfirst run: {run_id}\n")).map_err(|source| {
-        PrepareError::Io {
-            action: "write",
-            path: marker.clone(),
-            source,
-        }
+    // Written aside and renamed: a marker is whole or absent.
+    let temp = marker.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(
+        &temp,
+        format!("{shown}\nfirst run: {run_id}\nworker: {worker}\n"),
+    )
+    .and_then(|()| std::fs::rename(&temp, &marker))
+    .map_err(|source| PrepareError::Io {
+        action: "write",
+        path: marker.clone(),
+        source,
     })?;
     Ok(SetupStatus::Ran)
+}
+
+/// Locks `path` (created if missing) exclusively with `flock`, waiting as
+/// long as another process holds it (polling, so a cancelled preparation
+/// stops waiting); the lock lasts as long as the returned file.
+async fn lock_file(path: &Path, what: &str) -> Result<std::fs::File, PrepareError> {
+    let io = |action| {
+        move |source| PrepareError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io("open"))?;
+    let mut told = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                if !told {
+                    tracing::info!(
+                        "another worker on this cache directory is running {what}; waiting for it ({})",
+                        path.display()
+                    );
+                    told = true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("lock")(e)),
+        }
+    }
 }
 
 /// Removes `dir` and everything in it, if it exists.

@@ -27,6 +27,7 @@ use tonic::{Code, Status};
 use crate::backoff::{Backoff, fmt_delay};
 use crate::batch::{SlotEnv, SlotRun, crash_all};
 use crate::client::{self, Client, OutageLog, describe, is_unknown_worker, request};
+use crate::instance::{Instance, InstanceError};
 use crate::prepare::{
     PrepareError, PreparedRun, RunInputs, SetupStatus, WorkerCache, check_run_id, prepare_run,
     remove_dir_if_present,
@@ -61,8 +62,12 @@ pub struct WorkerOptions {
     /// Labels announced to the coordinator.
     pub labels: BTreeMap<String, String>,
     /// Human-readable name (also `SHOAL_WORKER` for tests and hooks).
-    pub name: String,
-    /// Where snapshots are cached and runs materialized.
+    /// `None`: the host name, with `-<k>` for instance `k` > 0 of the cache
+    /// directory (see [`Instance`]). A name another live worker on the same
+    /// cache directory uses is refused.
+    pub name: Option<String>,
+    /// Where snapshots are cached and runs materialized. Several workers
+    /// may share it: each takes its own [`Instance`] of it.
     pub cache_dir: PathBuf,
     /// On shutdown, how long batches in flight may go on before they are
     /// stopped.
@@ -71,8 +76,8 @@ pub struct WorkerOptions {
 
 impl WorkerOptions {
     /// Options for a worker of the coordinator at `server` caching in
-    /// `cache_dir`: one slot, no token, no labels, the host name as its
-    /// name, 30 s to drain.
+    /// `cache_dir`: one slot, no token, no labels, the default name (the
+    /// host's), 30 s to drain.
     pub fn new(server: impl Into<String>, cache_dir: impl Into<PathBuf>) -> Self {
         Self {
             server: server.into(),
@@ -80,7 +85,7 @@ impl WorkerOptions {
             ca: None,
             slots: 1,
             labels: BTreeMap::new(),
-            name: host_name(),
+            name: None,
             cache_dir: cache_dir.into(),
             drain_timeout: Duration::from_secs(30),
         }
@@ -127,6 +132,10 @@ pub enum WorkerError {
     /// `slots` is 0.
     #[error("a worker needs at least one slot")]
     NoSlots,
+    /// No instance of the cache directory could be taken, or the name is
+    /// used by another live worker on it.
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
     /// The cache directory cannot be used.
     #[error("cannot use the cache directory {}: {source}", path.display())]
     Cache {
@@ -146,8 +155,8 @@ pub enum WorkerError {
 ///
 /// Errors only on options that cannot work (address, token, CA file,
 /// slots, cache directory); an unreachable or refusing coordinator is
-/// logged and retried. Several workers may run in one process, each with
-/// its own cache directory.
+/// logged and retried. Several workers may share a cache directory, in one
+/// process or several: each takes its own [`Instance`] of it.
 pub async fn run_worker(
     opts: WorkerOptions,
     shutdown: CancellationToken,
@@ -157,17 +166,34 @@ pub async fn run_worker(
     }
     let has_token = opts.token.is_some();
     let client = client::connect(&opts.server, opts.token.clone(), opts.ca.as_deref())?;
-    let cache = WorkerCache::open(&opts.cache_dir).map_err(|source| WorkerError::Cache {
+    let instance = {
+        let (dir, name) = (opts.cache_dir.clone(), opts.name.clone());
+        tokio::task::spawn_blocking(move || Instance::acquire(&dir, name.as_deref(), &host_name()))
+            .await
+            .map_err(|e| WorkerError::Cache {
+                path: opts.cache_dir.clone(),
+                source: PrepareError::Task(e.to_string()),
+            })??
+    };
+    let name = instance.name().to_owned();
+    tracing::info!(
+        "worker {name}: instance {} of the cache directory {} (run directories in {})",
+        instance.index(),
+        opts.cache_dir.display(),
+        instance.runs_dir().display()
+    );
+    let cache = WorkerCache::with_instance(instance).map_err(|source| WorkerError::Cache {
         path: opts.cache_dir.clone(),
         source,
     })?;
     let env = SlotEnv {
-        worker: opts.name.clone(),
+        worker: name.clone(),
         executor: Arc::new(ProcessExecutor),
         slots: opts.slots,
     };
     let worker = Arc::new(Worker {
         worker_id: uuid::Uuid::now_v7().to_string(),
+        name,
         opts: WorkerOptions {
             token: None,
             ..opts
@@ -216,7 +242,7 @@ pub async fn run_worker(
     background.cancel();
     while chores.join_next().await.is_some() {}
     worker.retire_all().await;
-    tracing::info!("worker {} stopped", worker.opts.name);
+    tracing::info!("worker {} stopped", worker.name);
     Ok(())
 }
 
@@ -256,6 +282,8 @@ struct RunUse {
 
 struct Worker {
     worker_id: String,
+    /// The worker's name (given, or derived from the host and the instance).
+    name: String,
     /// The options, without the token (it lives in the client only).
     opts: WorkerOptions,
     has_token: bool,
@@ -315,7 +343,7 @@ impl Worker {
             let message = RegisterRequest {
                 protocol_version: PROTOCOL_VERSION,
                 worker_id: self.worker_id.clone(),
-                name: self.opts.name.clone(),
+                name: self.name.clone(),
                 slots: self.opts.slots,
                 labels: self.opts.labels.clone().into_iter().collect(),
             };
@@ -329,11 +357,19 @@ impl Worker {
                 Ok(reply) => {
                     let reply = reply.into_inner();
                     if reply.protocol_version == PROTOCOL_VERSION || reply.protocol_version == 0 {
+                        if !reply.display_name.is_empty() && reply.display_name != self.name {
+                            tracing::warn!(
+                                "another live worker is registered as {} with the coordinator: it shows this one as {} (give each worker its own --name; SHOAL_WORKER stays {})",
+                                self.name,
+                                reply.display_name,
+                                self.name
+                            );
+                        }
                         tracing::info!(
                             worker_id = %self.worker_id,
                             coordinator = %reply.coordinator_id,
                             "registered as {} ({} slots) with the coordinator at {}",
-                            self.opts.name,
+                            self.name,
                             self.opts.slots,
                             self.server()
                         );
@@ -820,7 +856,7 @@ impl Worker {
                     .map_err(|s| self.describe(&s))
             }
         };
-        prepare_run(&self.cache, &inputs, &self.opts.name, fetch)
+        prepare_run(&self.cache, &inputs, &self.name, fetch)
             .await
             .map_err(|e| error_chain(&e))
     }

@@ -54,10 +54,14 @@ pub struct WorkerArgs {
     /// A label the coordinator may match on (repeatable), e.g. `os=linux`.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     labels: Vec<(String, String)>,
-    /// This worker's name [default: the host name].
+    /// This worker's name, also SHOAL_WORKER for tests [default: the host
+    /// name, `<host>-<k>` for the k-th worker sharing the cache directory].
+    /// Refused if another live worker on the same cache directory has it.
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
-    /// Snapshots, run directories and setup markers [default: ~/.cache/shoal-worker].
+    /// Snapshots, run directories and setup markers [default:
+    /// ~/.cache/shoal-worker]. Several workers may share it: each takes an
+    /// instance `instances/<k>` for its run directories.
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
     /// On SIGTERM, let running batches finish for this long.
@@ -151,7 +155,16 @@ pub async fn worker_cmd(args: WorkerArgs) -> ShoalExitCode {
             .map(|n| n.get() as u32)
             .unwrap_or(1)
     });
-    let name = args.name.unwrap_or_else(shoal_worker::host_name);
+    if args
+        .name
+        .as_deref()
+        .is_some_and(|n| n.trim().is_empty() || n.chars().any(char::is_control))
+    {
+        return fail(
+            ShoalExitCode::Usage,
+            "--name must be a non-empty name on one line",
+        );
+    }
     let cache_dir = args.cache_dir.unwrap_or_else(|| {
         std::env::var_os("HOME")
             .map(PathBuf::from)
@@ -165,7 +178,7 @@ pub async fn worker_cmd(args: WorkerArgs) -> ShoalExitCode {
         ca: remote.ca,
         slots: slots.max(1),
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
-        name,
+        name: args.name,
         cache_dir,
         drain_timeout: args.drain_timeout,
     };
@@ -173,6 +186,11 @@ pub async fn worker_cmd(args: WorkerArgs) -> ShoalExitCode {
     tokio::spawn(stop_on_signal(shutdown.clone()));
     match shoal_worker::run_worker(opts, shutdown).await {
         Ok(()) => ShoalExitCode::Success,
+        Err(
+            e @ shoal_worker::WorkerError::Instance(shoal_worker::InstanceError::NameTaken {
+                ..
+            }),
+        ) => fail(ShoalExitCode::Usage, e),
         Err(e) => fail(ShoalExitCode::Infrastructure, e),
     }
 }

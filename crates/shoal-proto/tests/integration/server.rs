@@ -30,6 +30,7 @@ impl Coordinator for TestCoordinator {
             lease_timeout_ms: 30_000,
             heartbeat_interval_ms: 10_000,
             coordinator_id: format!("{COORDINATOR_ID}/{}", request.worker_id),
+            display_name: request.name,
         }))
     }
 

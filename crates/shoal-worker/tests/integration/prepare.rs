@@ -31,7 +31,10 @@ async fn a_packed_pytest_project_is_fetched_materialized_and_discovered() {
     assert_eq!(run.setup, SetupStatus::NoHook);
 
     // The tree is the source's, in the cache's run directory.
-    assert_eq!(run.run_dir, setup.cache.dir().join("runs/run-1"));
+    assert_eq!(
+        run.run_dir,
+        setup.cache.dir().join("instances/0/runs/run-1")
+    );
     assert_eq!(run.project_root, run.run_dir.join("tree"));
     assert_eq!(
         fs::read(run.project_root.join("tests/test_outcomes.py")).unwrap(),
@@ -346,4 +349,51 @@ async fn blobs_that_do_not_come_or_do_not_match_are_refused() {
     .await;
     assert!(matches!(err.unwrap_err(), PrepareError::BadRunId(_)));
     assert!(asked.is_empty());
+}
+
+/// Issue 11: workers sharing one cache directory (three `shoal worker` on
+/// one machine with default options) each materialize a run in their own
+/// instance's directory, and run `worker_setup` once between them. Each
+/// cache holds its own lock file handles, so `flock` sees them as it would
+/// see separate processes.
+#[tokio::test]
+async fn workers_sharing_a_cache_directory_use_their_own_run_directories_and_set_up_once() {
+    let setup = Setup::pytest();
+    let log = setup.tmp.path().join("setup.log");
+    let config = format!(
+        r#"
+[hooks]
+worker_setup = "sleep 1; echo \"$SHOAL_WORKER\" >> '{}'"
+
+[suites.pytest]
+adapter = "pytest"
+"#,
+        log.display()
+    );
+    let digest = setup.upload();
+    let second = setup.shared_cache();
+    assert_eq!(
+        (setup.cache.instance().index(), second.instance().index()),
+        (0, 1)
+    );
+    let run = inputs("run-1", &digest, &config, "");
+    let ((a, _), (b, _)) = tokio::join!(
+        prepare(&setup.cache, &setup.upstream, &run),
+        prepare(&second, &setup.upstream, &run),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut statuses = [a.setup, b.setup].map(|s| format!("{s:?}"));
+    statuses.sort();
+    assert_eq!(statuses, ["Cached", "Ran"], "worker_setup ran once");
+    assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 1);
+
+    assert_eq!(a.run_dir, setup.cache.dir().join("instances/0/runs/run-1"));
+    assert_eq!(b.run_dir, setup.cache.dir().join("instances/1/runs/run-1"));
+    for run in [&a, &b] {
+        assert!(
+            run.project_root.join("tests/test_outcomes.py").is_file(),
+            "{} was left intact",
+            run.run_dir.display()
+        );
+    }
 }

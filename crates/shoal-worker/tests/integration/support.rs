@@ -97,6 +97,12 @@ impl Setup {
         }
     }
 
+    /// Another worker on the same cache directory as `cache` (the next
+    /// instance).
+    pub fn shared_cache(&self) -> WorkerCache {
+        WorkerCache::open(&self.tmp.path().join("cache")).unwrap()
+    }
+
     /// A second worker cache, empty.
     pub fn other_cache(&self, name: &str) -> WorkerCache {
         WorkerCache::open(&self.tmp.path().join(name)).unwrap()

@@ -2,7 +2,8 @@
 //! (`shoal worker`) as separate processes on loopback, a client
 //! (`shoal run --server`), and the failures the issue names: a worker
 //! killed mid-batch, the coordinator killed and restarted mid-run, a worker
-//! cut off (stopped) and healed, two runs at once, a bad token. Every test
+//! cut off (stopped) and healed, two runs at once, a bad token, several
+//! workers with default options on one host (issue 11). Every test
 //! checks in the coordinator's store that each test has exactly one final
 //! result. Each runs against SQLite and, when `SHOAL_TEST_POSTGRES_URL` is
 //! set (CI sets it), against PostgreSQL.
@@ -245,6 +246,44 @@ impl Cluster {
             .spawn();
         self.workers.push(running);
         self.workers.len() - 1
+    }
+
+    /// `shoal worker` with neither `--name` nor `--cache-dir`, its `HOME`
+    /// set to `home`: workers given the same `home` share the default cache
+    /// directory `home/.cache/shoal-worker`, as workers of one user on one
+    /// host do.
+    fn start_default_worker(&mut self, home: &std::path::Path, slots: u32) -> usize {
+        let running = self
+            .project
+            .shoal(["worker", "--server", &self.url()])
+            .arg("--slots")
+            .arg(slots.to_string())
+            .args(self.ca_args())
+            .env("HOME", home)
+            .env("SHOAL_TOKEN", TOKEN)
+            .env(
+                "SHOAL_FIXTURE_SLOT_FILE",
+                self.project.out("executions.txt"),
+            )
+            .env("SHOAL_FIXTURE_SLEEP", "0.3")
+            .spawn();
+        self.workers.push(running);
+        self.workers.len() - 1
+    }
+
+    /// `shoal worker --name NAME --cache-dir DIR` (not waited for).
+    fn worker_cmd(&self, name: &str, cache: &std::path::Path) -> crate::support::Cmd {
+        self.project
+            .shoal(["worker", "--server", &self.url(), "--name", name])
+            .arg("--cache-dir")
+            .arg(cache)
+            .args(["--slots", "1"])
+            .args(self.ca_args())
+            .env("SHOAL_TOKEN", TOKEN)
+            .env(
+                "SHOAL_FIXTURE_SLOT_FILE",
+                self.project.out("executions.txt"),
+            )
     }
 
     fn worker_pid(&self, i: usize) -> i32 {
@@ -1023,4 +1062,184 @@ fn a_remote_directory_run_imports_nothing_outside_the_directory() {
         pids.len() >= 2,
         "imports by the client and the worker: {pids:?}"
     );
+}
+
+/// The host name as `shoal worker` reads it for its default name.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .expect("read the host name")
+}
+
+/// Waits until the lock file of instance `k` of `cache` names process `pid`
+/// (the worker has taken its instance), and returns the file's text.
+fn wait_for_instance(cache: &std::path::Path, k: u32, pid: i32) -> String {
+    let lock = cache.join(format!("instances/{k}/lock"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&lock).unwrap_or_default();
+        if text.lines().any(|l| l == format!("pid={pid}")) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} did not take instance {k} of {}: {text:?}",
+            cache.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 11: three `shoal worker --server URL` on one host with default
+/// options shared the host name and `~/.cache/shoal-worker`, materialized
+/// the same run directory over each other, and every test crashed
+/// (`getcwd: cannot access parent directories`). Each now takes its own
+/// instance of the shared cache directory and its own default name.
+#[test]
+fn three_workers_with_default_options_on_one_host_run_a_suite_without_clashing() {
+    for backend in backends() {
+        let mut c = Cluster::new(&backend, "10s");
+        let home = c.project.out("home");
+        std::fs::create_dir_all(&home).expect("create HOME");
+        let cache = home.join(".cache/shoal-worker");
+        let pids: Vec<i32> = (0..3)
+            .map(|_| {
+                let w = c.start_default_worker(&home, 1);
+                c.worker_pid(w)
+            })
+            .collect();
+        let mut taken = BTreeMap::new();
+        for k in 0..3u32 {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let holder = loop {
+                let text = std::fs::read_to_string(cache.join(format!("instances/{k}/lock")))
+                    .unwrap_or_default();
+                if let Some(pid) = pids.iter().find(|p| text.contains(&format!("pid={p}\n"))) {
+                    break (*pid, text);
+                }
+                assert!(Instant::now() < deadline, "instance {k} was not taken");
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            taken.insert(k, holder);
+        }
+        let holders: std::collections::BTreeSet<i32> = taken.values().map(|(p, _)| *p).collect();
+        assert_eq!(holders.len(), 3, "one instance per worker: {taken:?}");
+
+        let out = c.client("run").run();
+        c.assert_complete("run", &out);
+
+        // Each ran in its own instance's run directory...
+        let ran = std::fs::read_to_string(c.project.out("executions.txt")).expect("executions");
+        let instances_dir = cache.join("instances");
+        for line in ran.lines() {
+            let cwd = line.split(' ').next().unwrap_or_default();
+            assert!(
+                cwd.starts_with(instances_dir.to_str().expect("utf-8 path")),
+                "a test ran outside an instance's run directory: {line}"
+            );
+        }
+        // ...under its own name: the host's, then <host>-1, <host>-2.
+        let host = host_name();
+        let expected: std::collections::BTreeSet<String> =
+            [host.clone(), format!("{host}-1"), format!("{host}-2")].into();
+        let shown: std::collections::BTreeSet<String> = c
+            .events("run")
+            .finals()
+            .into_iter()
+            .map(|a| a.worker)
+            .collect();
+        assert!(
+            shown.is_subset(&expected) && shown.len() >= 2,
+            "workers are told apart by their default names: {shown:?}"
+        );
+        for (k, name) in [
+            (0, host.clone()),
+            (1, format!("{host}-1")),
+            (2, format!("{host}-2")),
+        ] {
+            assert!(
+                taken[&k].1.contains(&format!("name={name}\n")),
+                "instance {k} is named {name}: {:?}",
+                taken[&k].1
+            );
+        }
+    }
+}
+
+/// Two workers given the same `--name` on one cache directory: the second
+/// is refused at start (exit 2), naming the live holder, instead of
+/// sharing the name (and so SHOAL_WORKER) with it. Only the workers' own
+/// cache directory is involved, not the store: SQLite alone.
+#[test]
+fn a_second_worker_with_a_taken_name_on_the_same_cache_directory_is_refused() {
+    let mut c = Cluster::new(&Backend::Sqlite, "10s");
+    let cache = c.project.out("shared-cache");
+    let first = c.worker_cmd("dup", &cache).spawn();
+    let pid = first.pid();
+    c.workers.push(first);
+    let lock = wait_for_instance(&cache, 0, pid);
+    assert!(lock.contains("name=dup\n"), "{lock}");
+
+    let refused = c.worker_cmd("dup", &cache).run();
+    refused.assert_code(2);
+    let err = &refused.stderr;
+    for part in [
+        "`dup`".to_owned(),
+        format!("pid {pid}"),
+        cache.join("instances/0").display().to_string(),
+        "--name".to_owned(),
+    ] {
+        assert!(err.contains(&part), "the error names {part}:\n{err}");
+    }
+
+    // Another name on the same cache directory is fine: the next instance.
+    let other = c.worker_cmd("other", &cache).spawn();
+    let other_pid = other.pid();
+    c.workers.push(other);
+    wait_for_instance(&cache, 1, other_pid);
+    let out = c.client("run").run();
+    c.assert_complete("run", &out);
+}
+
+/// A worker killed (SIGKILL) and restarted at once with the same --name
+/// and cache directory: the kernel released its instance lock, so it takes
+/// the same instance back; the coordinator, which still counts the old
+/// registration as live (heartbeat within the lease timeout), accepts the
+/// new process and shows it as `NAME#2` rather than refusing it.
+#[test]
+fn a_worker_restarted_after_sigkill_with_its_name_is_accepted_at_once() {
+    for backend in backends() {
+        // A long lease timeout keeps the dead registration live throughout.
+        let mut c = Cluster::new(&backend, "30s");
+        let cache = c.project.out("restart-cache");
+        let first = c.worker_cmd("steady", &cache).spawn();
+        c.workers.push(first);
+        let out = c.client("before").run();
+        c.assert_complete("before", &out);
+
+        signal(c.worker_pid(0), nix::sys::signal::Signal::SIGKILL);
+        let _ = c.workers[0].wait_for(Duration::from_secs(10));
+        let again = c.worker_cmd("steady", &cache).spawn();
+        let pid = again.pid();
+        c.workers.push(again);
+        wait_for_instance(&cache, 0, pid);
+
+        let out = c.client("after").run();
+        c.assert_complete("after", &out);
+        let shown: std::collections::BTreeSet<String> = c
+            .events("after")
+            .finals()
+            .into_iter()
+            .map(|a| a.worker)
+            .collect();
+        assert_eq!(
+            shown,
+            ["steady#2".to_owned()].into(),
+            "the restarted worker is accepted and told apart from its old registration"
+        );
+        c.workers[1].kill();
+        let log = c.workers[1].stderr();
+        assert!(log.contains("instance 0"), "{log}");
+        assert!(log.contains("steady#2"), "{log}");
+    }
 }
