@@ -1158,6 +1158,7 @@ mod tests {
                 default_duration: Duration::from_secs(1),
                 environment: None,
                 services: Default::default(),
+                workdir: Default::default(),
             },
             support_dir: PathBuf::from("/support"),
             scratch_dir: PathBuf::from("/scratch"),

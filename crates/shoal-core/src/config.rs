@@ -263,6 +263,22 @@ pub struct SuiteSection {
     pub environment: Option<Spanned<crate::environment::EnvironmentSection>>,
     /// Private services per slot (containers).
     pub services: Option<crate::environment::ServicesSection>,
+    /// Where the suite's tests run: `"shared"` (the suite root) or
+    /// `"slot"` (a directory of the slot's own: root files copied,
+    /// directories linked).
+    pub workdir: Option<Spanned<String>>,
+}
+
+/// Where a suite's test processes run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Workdir {
+    /// In the suite root, every slot alike.
+    #[default]
+    Shared,
+    /// In a directory of the slot's own holding copies of the suite root's
+    /// top-level files and links to its directories: files a test writes
+    /// in its working directory stay the slot's (docs/config.md).
+    Slot,
 }
 
 /// Fully resolved run settings.
@@ -340,6 +356,8 @@ pub struct SuiteConfig {
     pub environment: Option<crate::environment::Environment>,
     /// Services started per slot.
     pub services: crate::environment::Services,
+    /// Where the tests run.
+    pub workdir: Workdir,
 }
 
 /// Tests that run and are reported as usual but whose failures do not fail
@@ -586,6 +604,7 @@ impl Config {
                 default_duration: run.default_duration,
                 environment: None,
                 services: Default::default(),
+                workdir: Workdir::Shared,
             })
             .collect();
         Config {
@@ -932,6 +951,29 @@ fn resolve_suite(
         .transpose()
         .map_err(invalid)?
         .unwrap_or_default();
+    let workdir = match s.workdir.as_ref() {
+        None => Workdir::Shared,
+        Some(w) => match w.get_ref().as_str() {
+            "shared" => Workdir::Shared,
+            "slot" if environment.is_some() => {
+                return Err(ctx.err(
+                    Some(w.span()),
+                    format!("`workdir = \"slot\"` is not supported with an `environment` (suite `{name}`)"),
+                    "not with a container",
+                    Some("each slot's container is already its own; write into the slot's TMPDIR instead".into()),
+                ));
+            }
+            "slot" => Workdir::Slot,
+            other => {
+                return Err(ctx.err(
+                    Some(w.span()),
+                    format!("`workdir` must be \"shared\" or \"slot\", not {other:?}"),
+                    "unknown workdir",
+                    None,
+                ));
+            }
+        },
+    };
     Ok(SuiteConfig {
         name: name.to_owned(),
         adapter: adapter_cfg,
@@ -943,6 +985,7 @@ fn resolve_suite(
         default_duration: s.default_duration.map_or(run.default_duration, |d| d.0),
         environment,
         services,
+        workdir,
     })
 }
 
@@ -1076,6 +1119,10 @@ run = ["./run.sh", "--junit", "{junit}", "{tests}"]
                 ..
             }
         ));
+        let c = parse("[suites.py]\nadapter = \"pytest\"\nworkdir = \"slot\"\n").unwrap();
+        assert_eq!(c.suites[0].workdir, Workdir::Slot);
+        let e = parse("[suites.py]\nadapter = \"pytest\"\nworkdir = \"mine\"\n").unwrap_err();
+        assert_eq!(e.line_col(), Some((3, 11)), "{}", e.message);
         let e = parse("[suites.rs]\nadapter = \"cargo\"\npersistent = false\n").unwrap_err();
         assert!(
             e.message

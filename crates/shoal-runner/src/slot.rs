@@ -9,7 +9,7 @@ use crate::containers::ServiceLog;
 use crate::coordinator::ToCoord;
 use shoal_adapters::junit::recap_output;
 use shoal_adapters::{BatchCtx, Invocation, Progress};
-use shoal_core::config::CommandLine;
+use shoal_core::config::{CommandLine, SuiteConfig, Workdir};
 use shoal_core::{CapturedOutput, Outcome, TestCase, TestResult, now_epoch};
 use shoal_exec::{Executor, ExitStatus, ProcessExit};
 use shoal_exec::{RunningProcess, Terminator};
@@ -21,6 +21,47 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
+
+/// Makes `dir` a fresh working directory for one slot: the top-level
+/// *files* of `root` are copied (so a test that writes `./test.db` writes
+/// its slot's copy, even when an earlier run left one in the root) and the
+/// top-level *directories* (and symlinks) are linked (so the project reads
+/// the same, at the cost of one `symlink` each, whatever the tree's size).
+/// shoal's `.shoal` is left out. Files written *below* a linked directory
+/// still land in the shared tree (docs/config.md).
+fn link_workdir(root: &std::path::Path, dir: &std::path::Path) -> std::io::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    let root = std::path::absolute(root)?;
+    for entry in std::fs::read_dir(&root)? {
+        let entry = entry?;
+        if entry.file_name() == ".shoal" {
+            continue;
+        }
+        let to = dir.join(entry.file_name());
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), &to)?;
+        } else {
+            std::os::unix::fs::symlink(entry.path(), &to)?;
+        }
+    }
+    Ok(())
+}
+
+/// A suite name as one path component.
+fn safe_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
 
 /// Grace given to processes killed because the run was interrupted.
 const CANCEL_GRACE: Duration = Duration::from_millis(500);
@@ -77,7 +118,17 @@ impl SlotCtx {
         self.executors.get(suite).unwrap_or(&self.executor)
     }
 
-    /// Creates the slot's directories and runs `slot_setup`.
+    /// Where `suite`'s tests run on this slot: its root, or with
+    /// `workdir = "slot"` the slot's own directory (`link_workdir`).
+    fn workdir(&self, suite: &SuiteConfig) -> PathBuf {
+        match suite.workdir {
+            Workdir::Shared => suite.root.clone(),
+            Workdir::Slot => self.scratch.join("work").join(safe_name(&suite.name)),
+        }
+    }
+
+    /// Creates the slot's directories (a working directory of its own for
+    /// suites with `workdir = "slot"`) and runs `slot_setup`.
     pub async fn prepare(&self) -> Result<(), String> {
         std::fs::create_dir_all(self.scratch.join("tmp")).map_err(|e| {
             format!(
@@ -85,6 +136,18 @@ impl SlotCtx {
                 self.scratch.display()
             )
         })?;
+        for suite in self.suites.values() {
+            if suite.config.workdir == Workdir::Slot {
+                let dir = self.workdir(&suite.config);
+                link_workdir(&suite.config.root, &dir).map_err(|e| {
+                    format!(
+                        "failed to make the working directory {} of suite `{}`: {e}",
+                        dir.display(),
+                        suite.config.name
+                    )
+                })?;
+            }
+        }
         if let Some(hook) = &self.slot_setup {
             let mut env = self.base_env();
             env.extend(self.hook_env.clone());
@@ -160,8 +223,10 @@ impl SlotCtx {
             env.extend(services.clone());
         }
         let batch_start = now_epoch();
+        let mut config = suite.config.clone();
+        config.root = self.workdir(&suite.config);
         let ctx = BatchCtx {
-            suite: suite.config.clone(),
+            suite: config,
             support_dir: self.support_dir.clone(),
             scratch_dir: self.scratch.clone(),
             batch_seq: seq,

@@ -47,6 +47,7 @@ fn suite(root: PathBuf) -> SuiteConfig {
         default_duration: Duration::from_secs(1),
         environment: None,
         services: Default::default(),
+        workdir: Default::default(),
     }
 }
 

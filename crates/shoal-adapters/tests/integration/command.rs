@@ -43,6 +43,7 @@ fn suite(root: &Path, list: CommandLine, run: Vec<String>, junit: Option<PathBuf
         default_duration: Duration::from_secs(1),
         environment: None,
         services: Default::default(),
+        workdir: Default::default(),
     }
 }
 

@@ -80,6 +80,7 @@ fn suite(root: &Path, env: BTreeMap<String, String>) -> SuiteConfig {
         default_duration: Duration::from_secs(1),
         environment: None,
         services: Default::default(),
+        workdir: Default::default(),
     }
 }
 

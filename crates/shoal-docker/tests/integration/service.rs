@@ -379,7 +379,11 @@ async fn command_readiness_runs_the_check_in_the_container() {
         .and_then(|r| r.strip_suffix(')'))
         .unwrap_or_else(|| panic!("unexpected reason: {reason}"));
     assert!(
-        ["exited with code 1", "it was still running when the time was up"].contains(&last_try),
+        [
+            "exited with code 1",
+            "it was still running when the time was up"
+        ]
+        .contains(&last_try),
         "{reason}"
     );
 

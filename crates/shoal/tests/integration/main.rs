@@ -25,4 +25,5 @@ mod selection;
 mod services;
 mod stress;
 mod support;
+mod workdir;
 mod xdist;
