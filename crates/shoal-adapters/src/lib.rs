@@ -151,6 +151,14 @@ pub trait Adapter: Send + Sync + std::fmt::Debug {
     ) -> Vec<String> {
         scope.to_vec()
     }
+    /// What `test` shares set-up with, such that running the tests of one
+    /// locality together (in collection order) saves repeating it: pytest
+    /// returns the test's file (module- and class-scoped fixtures). `None`
+    /// (the default): nothing worth keeping together; the queue is plain
+    /// longest-first. See `shoal_sched::PlannedTest::locality`.
+    fn locality(&self, _test: &TestCase) -> Option<String> {
+        None
+    }
     /// Whether invocations report per-test progress on the progress pipe.
     fn reports_progress(&self) -> bool {
         false

@@ -461,6 +461,10 @@ impl Adapter for PytestAdapter {
         true
     }
 
+    fn locality(&self, test: &TestCase) -> Option<String> {
+        Some(test.group.clone())
+    }
+
     fn test_in_path(&self, test: &TestCase, _root: &Path, path: &str, node: Option<&str>) -> bool {
         crate::located_in(test_location(test), path, node)
     }

@@ -407,6 +407,7 @@ pub async fn run(
                     retries: req.retries.unwrap_or(cfg.retries),
                     max_batch: cfg.max_batch,
                     batch_overhead: d.suite.adapter.batch_overhead(case, discovery),
+                    locality: d.suite.adapter.locality(case),
                 })
                 .collect();
             shoal_sched::fill_estimates(&mut tests, &known, cfg.default_duration);

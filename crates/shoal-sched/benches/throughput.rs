@@ -25,6 +25,7 @@ fn executions_per_second(tests: usize, slots: u32, max_batch: usize) -> f64 {
             retries: 1,
             max_batch,
             batch_overhead: Duration::ZERO,
+            locality: None,
         })
         .collect();
     let slots: Vec<SlotId> = (0..slots).map(SlotId::local).collect();

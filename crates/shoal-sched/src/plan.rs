@@ -67,6 +67,14 @@ pub struct PlannedTest {
     /// time even at the tail of the queue. Zero for suites that start a
     /// process per test anyway.
     pub batch_overhead: Duration,
+    /// Tests of one suite with the same locality share what their runner
+    /// sets up once per group (pytest: module- and class-scoped fixtures of
+    /// one file). The queue keeps such a group together, in the order the
+    /// tests were given (collection order), and orders groups longest-first
+    /// by their summed estimates; running them scattered by their own
+    /// estimates would set the fixtures up again and again. `None`: the
+    /// test is a group of its own (plain longest-first).
+    pub locality: Option<String>,
 }
 
 impl PlannedTest {
@@ -78,6 +86,7 @@ impl PlannedTest {
             retries: 0,
             max_batch: usize::MAX,
             batch_overhead: Duration::ZERO,
+            locality: None,
         }
     }
 }

@@ -96,6 +96,9 @@ struct TestInfo {
     case: TestCase,
     /// Nanoseconds.
     estimate: u64,
+    /// Nanoseconds of its group's work, by which suites' queue heads
+    /// compete (its own estimate when it has no locality).
+    priority: u64,
     retries: u32,
     max_batch: usize,
     /// Index into `Scheduler::main`.
@@ -213,6 +216,54 @@ fn shuffle<T>(items: &mut [T], seed: u64) {
     }
 }
 
+/// The queue order without a shuffle: groups of one suite and locality
+/// (a test without one is a group of its own) longest-first by summed
+/// estimate, ties by the first test's id; within a group, the given order
+/// (collection order, which keeps fixtures set up once per group). Sets each
+/// test's `priority` to its group's work.
+fn longest_first_by_locality(tests: &[PlannedTest], priority: &mut [u64]) -> Vec<usize> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut index: HashMap<(&str, &str), usize> = HashMap::new();
+    for (i, t) in tests.iter().enumerate() {
+        match &t.locality {
+            Some(l) => {
+                let g = *index
+                    .entry((t.case.id.suite.as_str(), l.as_str()))
+                    .or_insert_with(|| {
+                        groups.push(Vec::new());
+                        groups.len() - 1
+                    });
+                groups[g].push(i);
+            }
+            None => groups.push(vec![i]),
+        }
+    }
+    let work: Vec<u64> = groups
+        .iter()
+        .map(|g| {
+            g.iter()
+                .fold(0u64, |w, &i| w.saturating_add(nanos(tests[i].estimate)))
+        })
+        .collect();
+    let mut by_work: Vec<usize> = (0..groups.len()).collect();
+    by_work.sort_unstable_by(|&a, &b| {
+        work[b].cmp(&work[a]).then_with(|| {
+            tests[groups[a][0]]
+                .case
+                .id
+                .cmp(&tests[groups[b][0]].case.id)
+        })
+    });
+    let mut order = Vec::with_capacity(tests.len());
+    for g in by_work {
+        for &i in &groups[g] {
+            priority[i] = work[g];
+            order.push(i);
+        }
+    }
+    order
+}
+
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -247,14 +298,11 @@ impl Scheduler {
 
         // Sort a permutation, not the (large) tests themselves.
         let mut order: Vec<usize> = (0..tests.len()).collect();
+        // What a test's place among the other groups' is judged by.
+        let mut priority: Vec<u64> = tests.iter().map(|t| nanos(t.estimate)).collect();
         match cfg.shuffle {
             _ if cfg.keep_order => {}
-            None => order.sort_unstable_by(|&a, &b| {
-                let (a, b) = (&tests[a], &tests[b]);
-                b.estimate
-                    .cmp(&a.estimate)
-                    .then_with(|| a.case.id.cmp(&b.case.id))
-            }),
+            None => order = longest_first_by_locality(&tests, &mut priority),
             Some(seed) => {
                 // From the tests' ids, not the order they came in, so that
                 // a seed names one order of a given set of tests.
@@ -263,14 +311,16 @@ impl Scheduler {
             }
         }
         let mut tests: Vec<Option<PlannedTest>> = tests.into_iter().map(Some).collect();
-        let tests = order.into_iter().filter_map(|i| tests[i].take());
+        let tests = order
+            .into_iter()
+            .filter_map(|i| tests[i].take().map(|t| (i, t)));
         let mut suite_index: HashMap<String, usize> = HashMap::new();
         let mut main: Vec<VecDeque<Entry>> = Vec::new();
         let mut min_batch_work: Vec<u64> = Vec::new();
         let mut infos = Vec::with_capacity(n_exec / repeat as usize);
         let mut execs = Vec::with_capacity(n_exec);
         let mut queued_work = 0u64;
-        for (rank, t) in tests.enumerate() {
+        for (rank, (i, t)) in tests.enumerate() {
             let test = rank as u32;
             let suite = match suite_index.get(&t.case.id.suite) {
                 Some(&i) => i,
@@ -297,6 +347,7 @@ impl Scheduler {
                 failed_on: Vec::new(),
             }));
             infos.push(TestInfo {
+                priority: priority[i],
                 case: t.case,
                 estimate,
                 retries: t.retries,
@@ -515,8 +566,8 @@ impl Scheduler {
                     .map(|e| (s, &self.tests[e.test as usize]))
             })
             .min_by(|(_, a), (_, b)| {
-                b.estimate
-                    .cmp(&a.estimate)
+                b.priority
+                    .cmp(&a.priority)
                     .then_with(|| a.case.id.cmp(&b.case.id))
             });
         if let Some((s, _)) = best {

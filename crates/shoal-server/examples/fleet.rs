@@ -544,6 +544,7 @@ async fn one_run(
             retries: 0,
             max_batch,
             default_duration_ms: 1,
+            locality: None,
         })
         .collect();
     let request = SubmitRequest {

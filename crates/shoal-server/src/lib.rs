@@ -796,6 +796,7 @@ impl Coordinator for Service {
                 retries: t.retries,
                 max_batch: (t.max_batch as usize).max(1),
                 batch_overhead: Duration::from_micros(t.batch_overhead_us),
+                locality: t.locality.clone(),
             });
         }
         let default = Duration::from_millis(
@@ -833,6 +834,7 @@ impl Coordinator for Service {
                     retries: p.retries,
                     max_batch: p.max_batch,
                     overhead_us: p.batch_overhead.as_micros() as u64,
+                    locality: p.locality.clone(),
                 })
                 .collect(),
         };

@@ -51,6 +51,9 @@ pub struct SpecTest {
     pub retries: u32,
     pub max_batch: usize,
     pub overhead_us: u64,
+    /// See [`PlannedTest::locality`].
+    #[serde(default)]
+    pub locality: Option<String>,
 }
 
 impl RunSpec {
@@ -67,6 +70,7 @@ impl RunSpec {
                 retries: t.retries,
                 max_batch: t.max_batch.max(1),
                 batch_overhead: Duration::from_micros(t.overhead_us),
+                locality: t.locality.clone(),
             })
             .collect()
     }

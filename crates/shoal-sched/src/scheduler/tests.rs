@@ -22,6 +22,7 @@ fn test(suite: &str, name: &str, est_ms: u64) -> PlannedTest {
         retries: 0,
         max_batch: 64,
         batch_overhead: Duration::ZERO,
+        locality: None,
     }
 }
 
@@ -48,6 +49,53 @@ fn run_batch(s: &mut Scheduler, slot: SlotId, outcome: Outcome) -> Option<(Lease
         .collect();
     s.release(l.id, l.token, T0);
     Some((l, ds))
+}
+
+fn in_file(file: &str, name: &str, est_ms: u64) -> PlannedTest {
+    let mut t = test("py", &format!("{file}::{name}"), est_ms);
+    t.locality = Some(file.to_owned());
+    t.max_batch = 1;
+    t
+}
+
+#[test]
+fn tests_sharing_a_locality_stay_together_in_collection_order() {
+    // Two files (given in collection order); a.py has more work in all, so
+    // it goes first, and its tests keep their order whatever their own
+    // estimates: scattered, pytest would set up a.py's fixtures repeatedly.
+    let tests = vec![
+        in_file("b.py", "b1", 300),
+        in_file("a.py", "a1", 10),
+        in_file("a.py", "a2", 400),
+        in_file("b.py", "b2", 10),
+        in_file("a.py", "a3", 10),
+        test("py", "lone", 350),
+    ];
+    let mut s = sched(tests, 1, &[A]);
+    let order: Vec<String> = std::iter::from_fn(|| run_batch(&mut s, A, Outcome::Pass))
+        .flat_map(|(l, _)| names(&l).into_iter().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "a.py::a1", "a.py::a2", "a.py::a3", "lone", "b.py::b1", "b.py::b2"
+        ],
+        "groups by summed work (420, 350, 310), each in collection order"
+    );
+}
+
+#[test]
+fn suites_compete_by_their_head_groups_work() {
+    // Suite py's head test is short, but its group is the most work: it
+    // goes before suite rs's longer single test.
+    let tests = vec![
+        in_file("a.py", "a1", 10),
+        in_file("a.py", "a2", 500),
+        test("rs", "long", 300),
+    ];
+    let mut s = sched(tests, 1, &[A]);
+    let first = s.lease(A, T0).expect("a batch");
+    assert_eq!(names(&first), ["a.py::a1"]);
 }
 
 #[test]

@@ -27,5 +27,6 @@ pub fn planned(
         retries,
         max_batch,
         batch_overhead: Duration::ZERO,
+        locality: None,
     }
 }
