@@ -1159,6 +1159,7 @@ mod tests {
                 environment: None,
                 services: Default::default(),
                 workdir: Default::default(),
+                order: shoal_core::config::TestOrder::Duration,
             },
             support_dir: PathBuf::from("/support"),
             scratch_dir: PathBuf::from("/scratch"),

@@ -267,6 +267,8 @@ pub struct SuiteSection {
     /// `"slot"` (a directory of the slot's own: root files copied,
     /// directories linked).
     pub workdir: Option<Spanned<String>>,
+    /// The order tests are queued in: `"collection"` or `"duration"`.
+    pub order: Option<Spanned<String>>,
 }
 
 /// Where a suite's test processes run.
@@ -279,6 +281,29 @@ pub enum Workdir {
     /// top-level files and links to its directories: files a test writes
     /// in its working directory stay the slot's (docs/config.md).
     Slot,
+}
+
+/// The order a suite's tests are queued in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestOrder {
+    /// The order discovery listed them in, so every runner process runs its
+    /// tests as a subsequence of it, as pytest-xdist's workers do (tests that
+    /// are polluted by tests collected after them stay safe). The default
+    /// for pytest.
+    Collection,
+    /// Longest first by history (per file for pytest, keeping a file's tests
+    /// together), for the shortest run. The default for cargo and command.
+    Duration,
+}
+
+impl TestOrder {
+    /// The default for an adapter.
+    pub fn default_for(adapter: &AdapterConfig) -> Self {
+        match adapter {
+            AdapterConfig::Pytest { .. } => TestOrder::Collection,
+            _ => TestOrder::Duration,
+        }
+    }
 }
 
 /// Fully resolved run settings.
@@ -358,6 +383,8 @@ pub struct SuiteConfig {
     pub services: crate::environment::Services,
     /// Where the tests run.
     pub workdir: Workdir,
+    /// The order the tests are queued in.
+    pub order: TestOrder,
 }
 
 /// Tests that run and are reported as usual but whose failures do not fail
@@ -595,6 +622,7 @@ impl Config {
             .into_iter()
             .map(|(name, adapter, root)| SuiteConfig {
                 name,
+                order: TestOrder::default_for(&adapter),
                 adapter,
                 root,
                 env: BTreeMap::new(),
@@ -974,8 +1002,24 @@ fn resolve_suite(
             }
         },
     };
+    let order = match s.order.as_ref() {
+        None => TestOrder::default_for(&adapter_cfg),
+        Some(o) => match o.get_ref().as_str() {
+            "collection" => TestOrder::Collection,
+            "duration" => TestOrder::Duration,
+            other => {
+                return Err(ctx.err(
+                    Some(o.span()),
+                    format!("`order` must be \"collection\" or \"duration\", not {other:?}"),
+                    "unknown order",
+                    None,
+                ));
+            }
+        },
+    };
     Ok(SuiteConfig {
         name: name.to_owned(),
+        order,
         adapter: adapter_cfg,
         root,
         env: s.env.clone(),
@@ -1121,6 +1165,11 @@ run = ["./run.sh", "--junit", "{junit}", "{tests}"]
         ));
         let c = parse("[suites.py]\nadapter = \"pytest\"\nworkdir = \"slot\"\n").unwrap();
         assert_eq!(c.suites[0].workdir, Workdir::Slot);
+        assert_eq!(c.suites[0].order, TestOrder::Collection, "pytest's default");
+        let c = parse("[suites.py]\nadapter = \"pytest\"\norder = \"duration\"\n").unwrap();
+        assert_eq!(c.suites[0].order, TestOrder::Duration);
+        let e = parse("[suites.py]\nadapter = \"pytest\"\norder = \"fast\"\n").unwrap_err();
+        assert_eq!(e.line_col(), Some((3, 9)), "{}", e.message);
         let e = parse("[suites.py]\nadapter = \"pytest\"\nworkdir = \"mine\"\n").unwrap_err();
         assert_eq!(e.line_col(), Some((3, 11)), "{}", e.message);
         let e = parse("[suites.rs]\nadapter = \"cargo\"\npersistent = false\n").unwrap_err();

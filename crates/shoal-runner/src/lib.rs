@@ -52,6 +52,19 @@ pub struct SuiteRuntime {
     pub collect: Vec<String>,
 }
 
+impl SuiteRuntime {
+    /// What the scheduler keeps `case` together with
+    /// ([`shoal_sched::PlannedTest::locality`]): with `order = "collection"`
+    /// the whole suite (its queue is collection order), else what the
+    /// adapter says (pytest: the file).
+    pub fn locality(&self, case: &TestCase) -> Option<String> {
+        match self.config.order {
+            shoal_core::config::TestOrder::Collection => Some(String::new()),
+            shoal_core::config::TestOrder::Duration => self.adapter.locality(case),
+        }
+    }
+}
+
 /// One suite's discovered and selected tests.
 #[derive(Debug, Clone)]
 pub struct Discovered {
@@ -407,7 +420,7 @@ pub async fn run(
                     retries: req.retries.unwrap_or(cfg.retries),
                     max_batch: cfg.max_batch,
                     batch_overhead: d.suite.adapter.batch_overhead(case, discovery),
-                    locality: d.suite.adapter.locality(case),
+                    locality: d.suite.locality(case),
                 })
                 .collect();
             shoal_sched::fill_estimates(&mut tests, &known, cfg.default_duration);

@@ -84,7 +84,7 @@ pub async fn run(
                 retries: req.retries.unwrap_or(cfg.retries),
                 max_batch: cfg.max_batch.min(u32::MAX as usize) as u32,
                 default_duration_ms: cfg.default_duration.as_millis() as u64,
-                locality: d.suite.adapter.locality(case),
+                locality: d.suite.locality(case),
             });
         }
     }

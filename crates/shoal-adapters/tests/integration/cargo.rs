@@ -48,6 +48,7 @@ fn suite(root: PathBuf) -> SuiteConfig {
         environment: None,
         services: Default::default(),
         workdir: Default::default(),
+        order: shoal_core::config::TestOrder::Duration,
     }
 }
 

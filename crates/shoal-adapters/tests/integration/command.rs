@@ -44,6 +44,7 @@ fn suite(root: &Path, list: CommandLine, run: Vec<String>, junit: Option<PathBuf
         environment: None,
         services: Default::default(),
         workdir: Default::default(),
+        order: shoal_core::config::TestOrder::Duration,
     }
 }
 

@@ -81,6 +81,7 @@ fn suite(root: &Path, env: BTreeMap<String, String>) -> SuiteConfig {
         environment: None,
         services: Default::default(),
         workdir: Default::default(),
+        order: shoal_core::config::TestOrder::Duration,
     }
 }
 

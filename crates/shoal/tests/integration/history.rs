@@ -1,5 +1,6 @@
-//! Ordering by history: a second run starts the tests the first run
-//! measured slowest.
+//! Ordering by history: with `order = "duration"`, a second run starts the
+//! tests the first run measured slowest; by default a pytest suite keeps
+//! collection order (each runner sees its tests as pytest-xdist's would).
 
 use crate::events::Events;
 use crate::support::Project;
@@ -12,6 +13,11 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 #[test]
 fn history_puts_the_slowest_tests_first() {
     let project = Project::pytest();
+    // pytest suites keep collection order unless told otherwise.
+    project.write(
+        "shoal.toml",
+        "[suites.pytest]\nadapter = \"pytest\"\norder = \"duration\"\n",
+    );
     // test_slow's file sorts after test_params', so without history (every
     // estimate equal, ties broken by id) the slow tests would not lead.
     let patterns = ["test_slow", "test_numbers", "test_pairs"];
@@ -59,5 +65,32 @@ fn history_puts_the_slowest_tests_first() {
         second[..2],
         slowest[..],
         "the second run started the slowest tests first: {second:?}"
+    );
+}
+
+#[test]
+fn a_pytest_suite_keeps_collection_order_by_default() {
+    let project = Project::pytest();
+    let patterns = ["test_slow", "test_numbers", "test_pairs"];
+    let run = |name: &str| -> Vec<String> {
+        let json = project.out(name);
+        project
+            .shoal(["run", "-j", "1", "--json"])
+            .arg(&json)
+            .args(patterns)
+            .run()
+            .assert_code(1);
+        Events::read(&json).started()
+    };
+    let listed = project.shoal(["list"]).args(patterns).run();
+    listed.assert_code(0);
+    let collection: Vec<String> = crate::support::listed_names(&listed, "pytest");
+    let first = run("first.jsonl");
+    // History now says test_slow.py's tests are the slowest; the order stays.
+    let second = run("second.jsonl");
+    assert_eq!(first, collection, "one slot runs the collection order");
+    assert_eq!(
+        second, collection,
+        "history does not reorder a pytest suite by default"
     );
 }
