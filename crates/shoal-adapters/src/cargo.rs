@@ -53,6 +53,7 @@
 //! for `dylib` dependencies is not set.
 
 use crate::command;
+use crate::slash_path;
 use crate::{Adapter, AdapterError, BatchCtx, DiscoverCtx, Invocation, Progress};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -290,14 +291,6 @@ fn version_parts(version: &str) -> (&str, &str, &str, &str) {
 /// is reached by path `path`: it lies inside `path`, or `path` is inside it.
 fn package_meets_path(package: &str, path: &str) -> bool {
     crate::located_in(package, path, None) || crate::located_in(path, package, None)
-}
-
-/// A relative path with `/` separators.
-fn slash_path(rel: &Path) -> String {
-    rel.components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 /// The cargo program: `CARGO` from the suite's environment, then from ours

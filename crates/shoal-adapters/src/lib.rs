@@ -198,6 +198,15 @@ pub mod command;
 pub mod junit;
 pub mod pytest;
 
+/// A relative path with `/` separators (how paths appear in test names,
+/// patterns and scopes).
+pub fn slash_path(rel: &Path) -> String {
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// Whether `located` (`path/to/file::node::...`, `/`-separated) lies at or
 /// below `path` and, with `node`, in that node: `f.py::TestA` holds
 /// `f.py::TestA::test_x` and `f.py::TestA[1]`, not `f.py::TestAB`.

@@ -14,7 +14,7 @@
 //! workspace next to it).
 
 use crate::EngineError;
-use shoal_adapters::Adapter;
+use shoal_adapters::{Adapter, located_in, slash_path};
 use shoal_core::config::{Config, SuiteConfig};
 use shoal_core::{TestCase, TestId};
 use std::collections::HashSet;
@@ -123,7 +123,7 @@ impl Selection {
         // A path inside another scope path adds nothing.
         let covered: Vec<String> = scope
             .iter()
-            .filter(|p| scope.iter().any(|q| q != *p && is_below(p, q)))
+            .filter(|p| scope.iter().any(|q| q != *p && located_in(p, q, None)))
             .cloned()
             .collect();
         scope.retain(|p| !covered.contains(p));
@@ -204,23 +204,6 @@ fn normal(path: &Path) -> PathBuf {
         }
     }
     out
-}
-
-/// A relative path with `/` separators.
-fn slash_path(rel: &Path) -> String {
-    rel.components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-/// Whether `/`-separated `path` is `dir` or lies below it.
-pub fn is_below(path: &str, dir: &str) -> bool {
-    dir.is_empty()
-        || path == dir
-        || path
-            .strip_prefix(dir)
-            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 #[cfg(test)]

@@ -54,8 +54,8 @@ pub struct WorkerArgs {
     /// A label the coordinator may match on (repeatable), e.g. `os=linux`.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     labels: Vec<(String, String)>,
-    /// This worker's name, also SHOAL_WORKER for tests [default: the host
-    /// name, `<host>-<k>` for the k-th worker sharing the cache directory].
+    /// This worker's name, also SHOAL_WORKER for tests (default: the host
+    /// name, `<host>-<k>` for the k-th worker sharing the cache directory).
     /// Refused if another live worker on the same cache directory has it.
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
