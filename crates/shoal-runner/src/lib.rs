@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use coordinator::ToCoord as SlotMessage;
 pub use selection::{Selection, SuiteSelection};
-pub use slot::{Persistent, SlotCtx};
+pub use slot::{Persistent, SlotCtx, run_temp_root};
 pub use tokio_util::sync::CancellationToken as Cancel;
 
 /// A suite ready to run: its config and its adapter.
@@ -652,6 +652,7 @@ pub async fn run(
         report.warnings.extend(emit_errors);
         if !req.keep_scratch {
             let _ = std::fs::remove_dir_all(&run_dir);
+            let _ = std::fs::remove_dir_all(slot::run_temp_root(&run_id));
         }
         Ok(report)
     }

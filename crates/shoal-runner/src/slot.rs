@@ -99,9 +99,24 @@ pub struct SlotCtx {
     pub slot_setup: Option<CommandLine>,
 }
 
+/// The directory under the system's temp directory that holds the temp
+/// directories of a run's slots on this host (removed when the run ends).
+/// Not under the project (`.shoal/`): tests that make temp directories
+/// and expect them outside any git repository or `.gitignore` would
+/// otherwise find themselves inside the user's.
+pub fn run_temp_root(run_id: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("shoal-{}", safe_name(run_id)))
+}
+
 impl SlotCtx {
+    /// This slot's `TMPDIR`: its own directory under [`run_temp_root`]
+    /// (workers of one host apart by name).
+    fn tmp_dir(&self) -> PathBuf {
+        run_temp_root(&self.run_id).join(format!("{}-slot-{}", safe_name(&self.worker), self.slot))
+    }
+
     fn base_env(&self) -> BTreeMap<String, String> {
-        let tmp = self.scratch.join("tmp").to_string_lossy().into_owned();
+        let tmp = self.tmp_dir().to_string_lossy().into_owned();
         BTreeMap::from([
             ("SHOAL_SLOT".to_owned(), self.slot.to_string()),
             ("SHOAL_SLOT_COUNT".to_owned(), self.slot_count.to_string()),
@@ -130,12 +145,10 @@ impl SlotCtx {
     /// Creates the slot's directories (a working directory of its own for
     /// suites with `workdir = "slot"`) and runs `slot_setup`.
     pub async fn prepare(&self) -> Result<(), String> {
-        std::fs::create_dir_all(self.scratch.join("tmp")).map_err(|e| {
-            format!(
-                "failed to create slot directory {}: {e}",
-                self.scratch.display()
-            )
-        })?;
+        for dir in [self.scratch.clone(), self.tmp_dir()] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("failed to create slot directory {}: {e}", dir.display()))?;
+        }
         for suite in self.suites.values() {
             if suite.config.workdir == Workdir::Slot {
                 let dir = self.workdir(&suite.config);

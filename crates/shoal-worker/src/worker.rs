@@ -941,7 +941,11 @@ impl Worker {
             return;
         }
         let dir = self.cache.run_dir(&entry.run_id);
-        let removed = tokio::task::spawn_blocking(move || remove_dir_if_present(&dir)).await;
+        let temp = shoal_runner::run_temp_root(&entry.run_id);
+        let removed = tokio::task::spawn_blocking(move || {
+            remove_dir_if_present(&dir).and(remove_dir_if_present(&temp))
+        })
+        .await;
         match removed {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("{}", error_chain(&e)),

@@ -147,8 +147,18 @@ async fn a_batch_runs_through_the_engine_and_becomes_reports() {
     }
     assert!(!started.contains(&3));
 
-    // The slot's scratch lives in the run directory, with SHOAL_SLOT = 2.
-    assert!(run.run_dir.join("slot-2/tmp").is_dir());
+    // The slot's scratch lives in the run directory, its TMPDIR under the
+    // system's temp directory (outside any project), with SHOAL_SLOT = 2.
+    assert!(run.run_dir.join("slot-2").is_dir());
+    let tmp = shoal_runner::run_temp_root(&run.run_id);
+    assert!(
+        std::fs::read_dir(&tmp)
+            .expect("the run's temp root")
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with("-slot-2")),
+        "{}",
+        tmp.display()
+    );
 
     // The next batch on the slot reuses its state.
     let second = batch(&run, 2, vec![item(7, "pytest", &pass)]);

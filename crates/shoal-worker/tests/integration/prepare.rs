@@ -157,14 +157,16 @@ adapter = "pytest"
     assert!(matches!(err, PrepareError::Config(_)), "{err}");
     assert!(err.to_string().starts_with("invalid shoal.toml"), "{err}");
 
-    // No config and nothing to detect at the snapshot root.
-    let (err, _) = prepare(
+    // No config at the snapshot root: zero config finds the test files
+    // below it (services/api/tests), as a client at that root would.
+    let (run, _) = prepare(
         &setup.cache,
         &setup.upstream,
         &inputs("run-4", &digest, "", ""),
     )
     .await;
-    assert!(matches!(err.unwrap_err(), PrepareError::NothingDetected));
+    let run = run.expect("zero config detects the tests below the root");
+    assert_eq!(run.suites.keys().collect::<Vec<_>>(), ["pytest"]);
 }
 
 #[tokio::test]
