@@ -28,11 +28,12 @@ sys.path.insert(0, HERE)
 import makespan  # noqa: E402
 
 
-def timed(argv, cwd, env=None):
+def timed(argv, cwd, env=None, ok=(0,)):
+    """Wall time of argv; exits with its stderr when its exit code is not in ok."""
     t0 = time.perf_counter()
     p = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     dt = time.perf_counter() - t0
-    if p.returncode != 0:
+    if p.returncode not in ok:
         sys.stderr.write(p.stderr.decode(errors="replace")[-3000:])
         raise SystemExit(f"{argv} failed with {p.returncode}")
     return dt
@@ -51,18 +52,27 @@ def report(name, times, spans, rival):
           flush=True)
 
 
-def compare(tools, root, events, runs, env=None):
+def compare(tools, root, events, runs, env=None, warm=True, ok=(0,), after=None):
+    """Times each tool `runs` times, rotating their order every round.
+
+    warm: run shoal once untimed first (history and discovery cache warm).
+    ok: exit codes that count as a completed run. after(name, round): called
+    after every timed run, e.g. to read the reports it wrote.
+    """
     shoal = [k for k in tools if k.startswith("shoal")][0]
-    timed(tools[shoal], root, env)
+    if warm:
+        timed(tools[shoal], root, env, ok)
     times = {k: [] for k in tools}
     spans = []
     for r in range(runs):
         order = list(tools.items())
         order = order[r % len(order):] + order[:r % len(order)]
         for k, argv in order:
-            times[k].append(timed(argv, root, env))
+            times[k].append(timed(argv, root, env, ok))
             if k == shoal:
                 spans.append(makespan.analyse(events))
+            if after is not None:
+                after(k, r)
     return times, spans
 
 
