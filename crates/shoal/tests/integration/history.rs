@@ -10,6 +10,19 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
+/// The tests of the fixture matching `patterns`, in the order a one-slot
+/// run started them (its events go to `name` in the project's out dir).
+fn started_order(project: &Project, name: &str, patterns: &[&str]) -> Vec<String> {
+    let json = project.out(name);
+    project
+        .shoal(["run", "-j", "1", "--json"])
+        .arg(&json)
+        .args(patterns)
+        .run()
+        .assert_code(1);
+    Events::read(&json).started()
+}
+
 #[test]
 fn history_puts_the_slowest_tests_first() {
     let project = Project::pytest();
@@ -21,19 +34,9 @@ fn history_puts_the_slowest_tests_first() {
     // test_slow's file sorts after test_params', so without history (every
     // estimate equal, ties broken by id) the slow tests would not lead.
     let patterns = ["test_slow", "test_numbers", "test_pairs"];
-    let order = |name: &str| -> Vec<String> {
-        let json = project.out(name);
-        // One slot: the order of attempt_started is the dispatch order.
-        project
-            .shoal(["run", "-j", "1", "--json"])
-            .arg(&json)
-            .args(patterns)
-            .run()
-            .assert_code(1);
-        Events::read(&json).started()
-    };
-    let first = order("first.jsonl");
-    let second = order("second.jsonl");
+    // One slot: the order of attempt_started is the dispatch order.
+    let first = started_order(&project, "first.jsonl", &patterns);
+    let second = started_order(&project, "second.jsonl", &patterns);
     assert_eq!(
         sorted(first.clone()),
         sorted(second.clone()),
@@ -72,22 +75,12 @@ fn history_puts_the_slowest_tests_first() {
 fn a_pytest_suite_keeps_collection_order_by_default() {
     let project = Project::pytest();
     let patterns = ["test_slow", "test_numbers", "test_pairs"];
-    let run = |name: &str| -> Vec<String> {
-        let json = project.out(name);
-        project
-            .shoal(["run", "-j", "1", "--json"])
-            .arg(&json)
-            .args(patterns)
-            .run()
-            .assert_code(1);
-        Events::read(&json).started()
-    };
     let listed = project.shoal(["list"]).args(patterns).run();
     listed.assert_code(0);
     let collection: Vec<String> = crate::support::listed_names(&listed, "pytest");
-    let first = run("first.jsonl");
+    let first = started_order(&project, "first.jsonl", &patterns);
     // History now says test_slow.py's tests are the slowest; the order stays.
-    let second = run("second.jsonl");
+    let second = started_order(&project, "second.jsonl", &patterns);
     assert_eq!(first, collection, "one slot runs the collection order");
     assert_eq!(
         second, collection,

@@ -20,6 +20,17 @@ pub fn imported(log: &std::path::Path) -> Vec<String> {
     modules
 }
 
+/// The tests with a final result in the events at `json`, sorted.
+fn final_tests(json: &std::path::Path) -> Vec<String> {
+    let mut ran: Vec<String> = Events::read(json)
+        .finals()
+        .into_iter()
+        .map(|a| a.test)
+        .collect();
+    ran.sort();
+    ran
+}
+
 fn scoped() -> Project {
     crate::support::require_pytest();
     Project::copy_of("scoped-project")
@@ -78,12 +89,7 @@ fn paths_files_and_nodes_select_as_pytest_does() {
         .env("SCOPED_IMPORT_LOG", &log)
         .run()
         .assert_code(0);
-    let mut ran: Vec<String> = Events::read(&json)
-        .finals()
-        .into_iter()
-        .map(|a| a.test)
-        .collect();
-    ran.sort();
+    let ran = final_tests(&json);
     assert_eq!(
         ran,
         [
@@ -140,12 +146,7 @@ fn a_package_path_builds_only_that_package() {
         .arg("crates/alpha")
         .run();
     out.assert_code(0);
-    let mut ran: Vec<String> = Events::read(&json)
-        .finals()
-        .into_iter()
-        .map(|a| a.test)
-        .collect();
-    ran.sort();
+    let ran = final_tests(&json);
     assert_eq!(ran, ["alpha tests::doubles", "alpha tests::doubles_zero"]);
     assert!(out.stdout.contains("in crates/alpha"), "{}", out.dump());
     // The whole workspace does not build: the broken package is real.
