@@ -67,7 +67,7 @@ async fn leftovers_of_a_dead_run_are_reaped_and_live_ones_kept() {
     // reaper took nothing else, not which reaper won (issue 11 found the
     // exact-list version flaky under shoal).
     let subset = |got: &[String], of: &str| got.iter().all(|g| g == of);
-    assert!(subset(&reaped.containers, &dead.name()), "{reaped:?}");
+    assert!(subset(&reaped.containers, dead.name()), "{reaped:?}");
     assert!(subset(&reaped.networks, &network), "{reaped:?}");
     assert!(subset(&reaped.volumes, &volume.name), "{reaped:?}");
     assert!(docker.inspect_container(dead.id(), None).await.is_err());
