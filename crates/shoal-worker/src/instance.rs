@@ -226,17 +226,22 @@ fn default_name(host: &str, index: u32, live: &[Holder]) -> String {
         .unwrap_or(first)
 }
 
-/// Waits for `instances/.start` (another worker may be starting) and
-/// returns it locked.
-fn lock_start(root: &Path) -> Result<File, InstanceError> {
-    let path = root.join(".start");
-    let file = OpenOptions::new()
+/// Opens (creating, never truncating) a file to `flock`.
+fn open_lock_file(path: &Path) -> Result<File, InstanceError> {
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&path)
-        .map_err(io_error("open", &path))?;
+        .open(path)
+        .map_err(io_error("open", path))
+}
+
+/// Waits for `instances/.start` (another worker may be starting) and
+/// returns it locked.
+fn lock_start(root: &Path) -> Result<File, InstanceError> {
+    let path = root.join(".start");
+    let file = open_lock_file(&path)?;
     let deadline = Instant::now() + START_WAIT;
     loop {
         match file.try_lock() {
@@ -256,13 +261,7 @@ fn take_free(root: &Path) -> Result<(u32, PathBuf, File), InstanceError> {
         let dir = root.join(index.to_string());
         fs::create_dir_all(&dir).map_err(io_error("create directory", &dir))?;
         let path = dir.join("lock");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_error("open", &path))?;
+        let file = open_lock_file(&path)?;
         match file.try_lock() {
             Ok(()) => return Ok((index, dir, file)),
             Err(TryLockError::WouldBlock) => continue,
