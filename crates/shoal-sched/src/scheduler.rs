@@ -132,6 +132,20 @@ struct ExecState {
     failed_on: Vec<SlotId>,
 }
 
+impl ExecState {
+    /// Requeued at least once: a lease holding it ended before it reported
+    /// (its worker died, perhaps by its hand).
+    fn suspect(&self) -> bool {
+        self.requeues > 0
+    }
+
+    /// Leased in a batch of its own: a crash or timeout of it, or a lost
+    /// worker, must be pinned on it and take no batch-mates along.
+    fn alone(&self) -> bool {
+        self.isolate || self.suspect()
+    }
+}
+
 #[derive(Debug)]
 struct LeaseItem {
     exec: ExecId,
@@ -466,13 +480,13 @@ impl Scheduler {
                 b.cap = self.tests[self.test_of(first)].max_batch;
                 b.target = b.target.max(self.min_batch_work[suite]);
                 self.take(&mut b, first);
-                let isolated = self.execs[first.idx()].isolate;
+                let isolated = self.execs[first.idx()].alone();
                 if !isolated {
                     for j in i + 1..self.front.len() {
                         let e = self.front[j];
                         let st = &self.execs[e.idx()];
                         let t = &self.tests[st.test as usize];
-                        if st.isolate
+                        if st.alone()
                             || t.suite != suite
                             || self.stamp[st.test as usize] == self.batch_seq
                             || self.avoid_level(st, slot) > level
@@ -548,10 +562,19 @@ impl Scheduler {
     /// Where the next batch for `slot` starts: a retry or requeue that does
     /// not avoid it; else the longest queued first attempt; else, rather
     /// than leave the slot idle, the retry that avoids it least.
+    ///
+    /// A suspect (requeued: a lease ended before it reported) is skipped
+    /// while another suspect is leased to a slot of the same worker: when
+    /// that worker dies, only one of them can have killed it.
     fn pick_head(&self, slot: SlotId) -> Option<Head> {
         let mut fallback: Option<(usize, u8)> = None;
+        let suspect_busy = self.suspect_leased_on(slot.worker);
         for (i, &e) in self.front.iter().enumerate() {
-            let level = self.avoid_level(&self.execs[e.idx()], slot);
+            let st = &self.execs[e.idx()];
+            if suspect_busy && st.suspect() {
+                continue;
+            }
+            let level = self.avoid_level(st, slot);
             if level == 0 {
                 return Some(Head::Front(i, 0));
             }
@@ -574,6 +597,17 @@ impl Scheduler {
             return Some(Head::Main(s));
         }
         fallback.map(|(i, l)| Head::Front(i, l))
+    }
+
+    /// Whether a slot of `worker` holds a lease on a suspect that has not
+    /// reported yet.
+    fn suspect_leased_on(&self, worker: u32) -> bool {
+        self.leases.values().any(|l| {
+            l.slot.worker == worker
+                && l.items
+                    .iter()
+                    .any(|i| i.pending && self.execs[i.exec.idx()].suspect())
+        })
     }
 
     /// How strongly `st`'s next attempt should stay off `slot`: 2 if it

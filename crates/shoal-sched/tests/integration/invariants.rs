@@ -134,11 +134,43 @@ impl Harness {
             && self.failed_attempts as f64 > self.cfg.retry_threshold * self.planned as f64
     }
 
+    /// Whether a slot of `worker` holds a requeued execution that has not
+    /// reported yet.
+    fn suspect_running_on(&self, worker: u32) -> bool {
+        self.held.values().any(|h| {
+            h.lease.slot.worker == worker
+                && h
+                    .unreported
+                    .iter()
+                    .any(|e| self.model.get(&e.exec).is_some_and(|m| m.requeues > 0))
+        })
+    }
+
     fn on_lease(&mut self, slot: SlotId) {
         let Some(l) = self.s.lease(slot, self.now) else {
-            assert_eq!(self.s.queued(), 0, "no lease although work is queued");
+            // Work may wait only for a suspect (a requeued execution) that
+            // another slot of this worker is running: one at a time there.
+            assert!(
+                self.s.queued() == 0 || self.suspect_running_on(slot.worker),
+                "no lease although work is queued"
+            );
             return;
         };
+        let suspects = l
+            .items
+            .iter()
+            .filter(|e| self.model.get(&e.exec).is_some_and(|m| m.requeues > 0))
+            .count();
+        assert!(
+            suspects == 0 || l.items.len() == 1,
+            "a requeued execution is leased alone"
+        );
+        if suspects > 0 {
+            assert!(
+                !self.suspect_running_on(slot.worker),
+                "two suspects at once on one worker"
+            );
+        }
         assert_eq!(l.slot, slot);
         assert!(!l.items.is_empty());
         let suite = l.suite().to_owned();
