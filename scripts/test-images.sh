@@ -185,8 +185,12 @@ build_busybox() {
         mkdir -p "$root/$(dirname "$applet")"
         [ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
     done < <("$bb" --list-full)
+    # The list is read whole first: `grep -q` leaves a pipe early, and under
+    # pipefail busybox's SIGPIPE would fail the check for an applet it has.
+    local applets
+    applets=$("$bb" --list)
     for applet in $BUSYBOX_APPLETS; do
-        "$bb" --list | grep -qx "$applet" || die "this busybox-static has no $applet applet"
+        grep -qx "$applet" <<<"$applets" || die "this busybox-static has no $applet applet"
     done
     cat >"$root/etc/passwd" <<'EOF'
 root:x:0:0:root:/root:/bin/sh

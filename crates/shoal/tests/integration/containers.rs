@@ -280,9 +280,16 @@ fn a_dockerfile_suite_builds_its_image_once_and_runs_in_it() {
         "tests/test_built.py",
         "def test_runs_in_the_built_image():\n    assert open('/built-by-shoal').read() == 'from the build context\\n'\n",
     );
+    // The image's tags (one per context digest): a build of a context that
+    // differs only slightly may share layers, never a tag.
     let images = || {
         let out = Command::new("docker")
-            .args(["images", "-q", &format!("shoal-build/{suite}")])
+            .args([
+                "images",
+                "--format",
+                "{{.Tag}}",
+                &format!("shoal-build/{suite}"),
+            ])
             .output()
             .expect("docker images");
         String::from_utf8_lossy(&out.stdout)
@@ -313,9 +320,18 @@ fn a_dockerfile_suite_builds_its_image_once_and_runs_in_it() {
         .shoal(["run", "-j", "1", "tests/test_built.py"])
         .run();
     changed.assert_code(1);
-    assert_eq!(images().len(), 2, "{}", changed.dump());
+    // It failed because it ran in the new image (it read the new file), not
+    // because something else went wrong.
+    assert!(
+        changed.stdout.contains("changed"),
+        "the test saw the changed context:\n{}",
+        changed.dump()
+    );
+    let now = images();
+    assert_eq!(now.len(), 2, "{now:?}\n{}", changed.dump());
+    assert!(now.contains(&built[0]), "{now:?}");
     let _ = Command::new("docker")
         .args(["rmi", "-f"])
-        .args(images())
+        .args(now.iter().map(|tag| format!("shoal-build/{suite}:{tag}")))
         .output();
 }
