@@ -6,6 +6,8 @@ pub mod config;
 pub mod environment;
 pub mod event;
 pub mod model;
+pub mod settings;
 
 pub use event::{EVENT_SCHEMA_VERSION, Event};
 pub use model::*;
+pub use settings::RunSettings;

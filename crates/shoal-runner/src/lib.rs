@@ -24,11 +24,12 @@ use coordinator::{CoordOutcome, Coordinator};
 use discovery_cache::DiscoveryCache;
 use shoal_adapters::{Adapter, AdapterError, DiscoverCtx, adapter_for};
 use shoal_core::config::{Config, SuiteConfig};
-use shoal_core::event::{Notice, NoticeLevel, RunFinished, RunStarted, SuiteDiscovered};
+use shoal_core::event::{Notice, NoticeLevel, RunStarted, SuiteDiscovered};
 use shoal_core::{Event, QuarantinedCounts, RunCounts, TestCase, TestId, now_epoch};
+use shoal_engine::{RunRules, RunState};
 use shoal_exec::{Executor, ProcessExecutor};
 use shoal_report::Reporter;
-use shoal_sched::{PlannedTest, SchedConfig, Scheduler, SlotId};
+use shoal_sched::{PlannedTest, SchedConfig, SlotId};
 use shoal_store::{RunRecord, Store, StoreError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -317,25 +318,11 @@ pub struct RunReport {
     pub interrupted: bool,
     /// Executions that never got a final result (interrupted runs only).
     pub not_run: usize,
+    /// The run's exit code, as [`shoal_engine::exit_code`] decided it
+    /// (the same as its `run_finished` event's).
+    pub exit_code: i32,
     /// Problems that did not stop the run (store writes, reporters).
     pub warnings: Vec<String>,
-}
-
-impl RunReport {
-    /// The documented exit code: 0 passed, 1 tests failed, 130 interrupted.
-    /// Failed (and, with `fail_on_flaky`, flaky) results of quarantined
-    /// tests do not count.
-    pub fn exit_code(&self, fail_on_flaky: bool) -> i32 {
-        let failed = self.counts.failed.saturating_sub(self.quarantined.failed);
-        let flaky = self.counts.flaky.saturating_sub(self.quarantined.flaky);
-        if self.interrupted {
-            130
-        } else if failed > 0 || (fail_on_flaky && flaky > 0) {
-            1
-        } else {
-            0
-        }
-    }
 }
 
 /// Runs the selected tests, feeding every event to `reporter`.
@@ -432,7 +419,6 @@ pub async fn run(
             // Stable: unlisted tests keep their relative order, after.
             planned.sort_by_key(|p| position.get(&p.case.id).copied().unwrap_or(usize::MAX));
         }
-        let retries_enabled = planned.iter().any(|p| p.retries > 0);
         let estimated_work: f64 = planned
             .iter()
             .map(|p| p.estimate.as_secs_f64())
@@ -441,15 +427,19 @@ pub async fn run(
         let planned_count = planned.len() * req.repeat as usize;
         let slots = req.slots.max(1).min(planned_count.max(1));
         let slot_ids: Vec<SlotId> = (0..slots as u32).map(SlotId::local).collect();
-        let sched = Scheduler::new(
-            SchedConfig {
-                retry_threshold: req.config.run.retry_threshold,
-                shuffle: req.shuffle,
-                keep_order: req.order.is_some(),
-                ..SchedConfig::default()
-            },
+        let state = RunState::new(
             planned,
-            req.repeat,
+            RunRules {
+                sched: SchedConfig {
+                    retry_threshold: req.config.run.retry_threshold,
+                    shuffle: req.shuffle,
+                    keep_order: req.order.is_some(),
+                    ..SchedConfig::default()
+                },
+                repeat: req.repeat,
+                quarantine: req.quarantine.clone(),
+                fail_on_flaky: req.config.run.fail_on_flaky,
+            },
             &slot_ids,
         )
         .map_err(|e| EngineError::Slots(format!("could not plan the run: {e}")))?;
@@ -576,17 +566,14 @@ pub async fn run(
             git.dirty,
         );
         let mut coord = Coordinator {
-            sched,
+            state,
             reporter: &mut *reporter,
             store: writer,
             worker: req.worker.clone(),
             cancel: cancel.clone(),
             epoch: Instant::now(),
-            leases: HashMap::new(),
             parked: Vec::new(),
             outcome: CoordOutcome::default(),
-            quarantine: req.quarantine.clone(),
-            broken_noticed: !retries_enabled,
             emit_errors: Vec::new(),
         };
         coord.run(rx).await;
@@ -595,29 +582,33 @@ pub async fn run(
         }
         containers.remove().await;
         warnings.extend(coord.store.finish().await);
-        warnings.extend(std::mem::take(&mut coord.emit_errors));
-        let CoordOutcome {
-            counts,
-            quarantined,
-            not_run,
-            slot_errors,
-        } = std::mem::take(&mut coord.outcome);
-        drop(coord);
+        let Coordinator {
+            mut state,
+            outcome: CoordOutcome { slot_errors },
+            emit_errors: coord_errors,
+            ..
+        } = coord;
+        warnings.extend(coord_errors);
+        if cancel.is_cancelled() {
+            // Interrupted after the last slot ended: still an interrupted run.
+            state.cancel();
+        }
+        let counts = state.counts().clone();
         if !slot_errors.is_empty() && counts.total() == 0 {
             return Err(EngineError::Slots(slot_errors.join("; ")));
         }
 
-        let interrupted = cancel.is_cancelled();
+        let end = now_epoch();
+        let finished = state.finished(&run_id, start, end);
         let report = RunReport {
             run_id: run_id.clone(),
             counts: counts.clone(),
-            quarantined,
-            interrupted,
-            not_run,
+            quarantined: finished.quarantined,
+            interrupted: finished.interrupted,
+            not_run: finished.not_run,
+            exit_code: finished.exit_code,
             warnings,
         };
-        let exit_code = report.exit_code(req.config.run.fail_on_flaky);
-        let end = now_epoch();
         for w in &report.warnings {
             emit(
                 reporter,
@@ -627,22 +618,10 @@ pub async fn run(
                 }),
             );
         }
-        emit(
-            reporter,
-            Event::RunFinished(RunFinished {
-                run_id: run_id.clone(),
-                counts: counts.clone(),
-                quarantined,
-                start,
-                end,
-                interrupted,
-                not_run,
-                exit_code,
-            }),
-        );
+        emit(reporter, Event::RunFinished(finished.clone()));
         let mut report = report;
         if let Err(e) = store
-            .finish_run(&run_id, end, &counts, interrupted, exit_code)
+            .finish_run(&run_id, end, &counts, finished.interrupted, finished.exit_code)
             .await
         {
             report
@@ -712,42 +691,4 @@ fn selection_summary(req: &RunRequest) -> String {
         parts.push(format!("--repeat {}", req.repeat));
     }
     parts.join(" ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn report(failed: usize, flaky: usize, quarantined: QuarantinedCounts) -> RunReport {
-        RunReport {
-            run_id: "r".into(),
-            counts: RunCounts {
-                passed: 3,
-                failed,
-                flaky,
-                ..RunCounts::default()
-            },
-            quarantined,
-            interrupted: false,
-            not_run: 0,
-            warnings: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn quarantined_results_do_not_fail_the_run() {
-        let q = |failed, flaky| QuarantinedCounts { failed, flaky };
-        assert_eq!(report(1, 0, q(1, 0)).exit_code(false), 0);
-        assert_eq!(
-            report(2, 0, q(1, 0)).exit_code(false),
-            1,
-            "one is not excused"
-        );
-        assert_eq!(report(0, 1, q(0, 1)).exit_code(true), 0);
-        assert_eq!(report(0, 2, q(0, 1)).exit_code(true), 1);
-        assert_eq!(report(0, 1, q(0, 0)).exit_code(false), 0);
-        let mut interrupted = report(1, 0, q(1, 0));
-        interrupted.interrupted = true;
-        assert_eq!(interrupted.exit_code(false), 130);
-    }
 }

@@ -14,9 +14,9 @@
 
 mod run;
 
-use run::{HeldLease, ResultData, Run, RunSpec, SpecTest};
+use run::{ResultData, Run, RunSpec, SpecTest};
 use shoal_core::event::NoticeLevel;
-use shoal_core::{CapturedOutput, TestId, now_epoch};
+use shoal_core::{CapturedOutput, RunSettings, TestId, now_epoch};
 use shoal_proto::auth::{AuthInterceptor, TokenSet, check_protocol_version};
 use shoal_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
 use shoal_proto::v1::*;
@@ -317,12 +317,12 @@ async fn resume_runs(shared: &Arc<Shared>) -> Result<(), ServerError> {
                 shared.store.drop_lease(&l.run_id, l.lease_id).await?;
             }
         }
-        let held = run.leases.len();
+        let held = run.lease_count();
         run.notice(
             NoticeLevel::Warn,
             format!(
                 "the coordinator restarted and resumed this run: {restored} of {} executions already had results; {held} batches still running on workers were taken over",
-                run.sched.planned()
+                run.state.sched().planned()
             ),
         );
         tracing::info!(run = %q.run_id, restored, held, "resumed run");
@@ -354,7 +354,7 @@ async fn expiry_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
             let mut inner = shared.lock();
             for run in inner.runs.values_mut() {
                 for held in run.expire() {
-                    tracing::warn!(run = %run.id, worker = %held.worker_name, token = held.lease.token, "lease expired; its tests are requeued");
+                    tracing::warn!(run = %run.id, worker = %held.worker, token = held.lease.token, "lease expired; its tests are requeued");
                     dropped.push((run.id.clone(), held.lease.token));
                     freed = true;
                 }
@@ -526,7 +526,7 @@ impl Coordinator for Service {
         // run would take half of it).
         for run in inner.runs.values_mut() {
             for slot in 0..req.slots {
-                run.sched.add_slot(SlotId::new(index, slot));
+                run.state.add_slot(SlotId::new(index, slot));
             }
         }
         let timeout = self.shared.lease_timeout;
@@ -586,9 +586,10 @@ impl Coordinator for Service {
         for h in req.held {
             let live = inner.runs.get_mut(&h.run_id).is_some_and(|run| {
                 let now = run.now();
-                match run.leases.get(&h.token) {
-                    Some(held) if held.worker_id == req.worker_id => {
-                        run.sched.renew(held.lease.id, h.token, now).is_ok()
+                match run.state.held_by_token(h.token) {
+                    Some(held) if held.owner == req.worker_id => {
+                        let id = held.lease.id;
+                        run.state.renew(id, h.token, now)
                     }
                     _ => false,
                 }
@@ -604,7 +605,7 @@ impl Coordinator for Service {
                 inner
                     .runs
                     .get(id)
-                    .is_none_or(|run| run.finished || run.cancelled)
+                    .is_none_or(|run| run.finished || run.cancelled())
             })
             .collect();
         Ok(Response::new(HeartbeatReply {
@@ -655,6 +656,7 @@ impl Coordinator for Service {
             project_dir: run.spec.project_dir.clone(),
             retries: run.spec.retries,
             user: run.spec.user.clone(),
+            settings_json: run.spec.settings.to_json(),
             scopes: run
                 .spec
                 .scopes
@@ -807,7 +809,10 @@ impl Coordinator for Service {
                 .unwrap_or(1000),
         );
         shoal_sched::fill_estimates(&mut planned, &known, default);
+        let settings =
+            RunSettings::from_json(&req.settings_json).map_err(Status::invalid_argument)?;
         let spec = RunSpec {
+            settings,
             manifest_digest: req.manifest_digest.clone(),
             config_toml: req.config_toml,
             project_dir: req.project_dir,
@@ -864,10 +869,10 @@ impl Coordinator for Service {
                 dirty: spec.dirty,
                 worker: format!("coordinator (user {})", spec.user),
                 selection: spec.selection.clone(),
-                planned: run.sched.planned(),
+                planned: run.state.sched().planned(),
                 environment: shoal_store::default_environment(),
-                seed: None,
-                kind: shoal_store::KIND_RUN.to_owned(),
+                seed: spec.shuffle,
+                kind: spec.settings.kind.clone(),
             })
             .await
             .map_err(store_status)?;
@@ -895,7 +900,7 @@ impl Coordinator for Service {
                 .collect()
         };
         for &slot in &slots {
-            run.sched.add_slot(slot);
+            run.state.add_slot(slot);
         }
         run.emit(&shoal_core::Event::RunStarted(
             shoal_core::event::RunStarted {
@@ -904,9 +909,9 @@ impl Coordinator for Service {
                 dirty: spec.dirty,
                 slots: slots.len(),
                 worker: "coordinator".into(),
-                planned: run.sched.planned(),
+                planned: run.state.sched().planned(),
                 repeat: spec.repeat,
-                retries: spec.retries.unwrap_or(0),
+                retries: spec.settings.retries,
                 estimated_work,
                 start: spec.submitted,
                 seed: spec.shuffle,
@@ -1013,8 +1018,8 @@ impl Service {
         let Some(run) = inner.runs.get_mut(&req.run_id) else {
             return Ok(None);
         };
-        match run.leases.get(&req.token) {
-            Some(h) if h.worker_id != req.worker_id => {
+        match run.state.held_by_token(req.token) {
+            Some(h) if h.owner != req.worker_id => {
                 return Err(Status::permission_denied(
                     "this worker does not hold that lease",
                 ));
@@ -1095,8 +1100,8 @@ impl Service {
             .enumerate()
             .filter_map(|(i, id)| {
                 let run = inner.runs.get(id)?;
-                (!run.finished && !run.cancelled && run.sched.queued() > 0)
-                    .then(|| (run.leases.len(), i, id.clone()))
+                (!run.finished && !run.cancelled() && run.state.sched().queued() > 0)
+                    .then(|| (run.lease_count(), i, id.clone()))
             })
             .collect();
         candidates.sort();
@@ -1104,8 +1109,7 @@ impl Service {
             let Some(run) = inner.runs.get_mut(&id) else {
                 continue;
             };
-            let now = run.now();
-            let Some(lease) = run.sched.lease(slot, now) else {
+            let Some(lease) = run.lease(slot, &name, &req.worker_id) else {
                 continue;
             };
             let token = lease.token;
@@ -1128,14 +1132,6 @@ impl Service {
                     })
                     .collect(),
             };
-            run.leases.insert(
-                token,
-                HeldLease {
-                    lease,
-                    worker_id: req.worker_id.clone(),
-                    worker_name: name,
-                },
-            );
             let record = shoal_store::LeaseRecord {
                 run_id: id.clone(),
                 lease_id: token,

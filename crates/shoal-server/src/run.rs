@@ -1,17 +1,15 @@
-//! One distributed run inside the coordinator: its stored spec, its pure
-//! scheduler, the leases handed out (by fencing token) and its event log.
+//! One distributed run inside the coordinator: its stored spec, its run
+//! state (the same [`RunState`] a local run has) and its event log.
 //!
 //! Everything here is synchronous and runs under the coordinator's lock;
 //! what must reach the store is returned as records for the caller to write
 //! before it answers the worker.
 
 use serde::{Deserialize, Serialize};
-use shoal_core::event::{AttemptFinished, AttemptStarted, Notice, NoticeLevel, RunFinished};
-use shoal_core::{CapturedOutput, Event, Outcome, TestCase, TestId, now_epoch};
-use shoal_sched::{
-    Adopted, Decision, ExecId, Execution, Lease, PlannedTest, Restored, SchedConfig, Scheduler,
-    SlotId,
-};
+use shoal_core::event::{AttemptFinished, NoticeLevel, RunFinished};
+use shoal_core::{CapturedOutput, Event, Outcome, RunSettings, TestCase, TestId, now_epoch};
+use shoal_engine::{AttemptResult, RunRules, RunState};
+use shoal_sched::{Adopted, ExecId, Lease, PlannedTest, Restored, SchedConfig, SlotId};
 use shoal_store::AttemptRecord;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -39,6 +37,10 @@ pub struct RunSpec {
     /// Per suite, the paths its workers collect (absent: all).
     #[serde(default)]
     pub scopes: std::collections::BTreeMap<String, Vec<String>>,
+    /// How the run behaves, resolved on the client (runs stored before it
+    /// existed: the defaults).
+    #[serde(default)]
+    pub settings: RunSettings,
 }
 
 /// One planned test of a [`RunSpec`].
@@ -76,36 +78,26 @@ impl RunSpec {
     }
 }
 
-/// A lease as the coordinator tracks it.
-#[derive(Debug, Clone)]
-pub struct HeldLease {
-    pub lease: Lease,
-    pub worker_id: String,
-    pub worker_name: String,
-}
+pub use shoal_engine::HeldLease;
 
 /// One run's live state.
 #[derive(Debug)]
 pub struct Run {
     pub id: String,
     pub spec: RunSpec,
-    pub sched: Scheduler,
+    /// Every decision of the run ([`RunState`], as a local run has it).
+    pub state: RunState,
     epoch: Instant,
-    /// Live leases by fencing token (the lease id workers see).
-    pub leases: HashMap<u64, HeldLease>,
     pub events: Vec<String>,
     pub seq: watch::Sender<u64>,
     pub start: f64,
     pub finished: bool,
-    pub cancelled: bool,
-    broken_noticed: bool,
     /// Blobs of the snapshot, loaded when a worker first fetches.
     pub blobs: Option<std::collections::HashSet<String>>,
     /// Records to write before answering (taken by the caller).
     pub pending: Vec<AttemptRecord>,
     /// Batches of records taken and not yet written.
     writing: usize,
-    pub max_requeues: u32,
 }
 
 impl Run {
@@ -116,31 +108,31 @@ impl Run {
         lease_timeout: Duration,
         max_requeues: u32,
     ) -> Result<Run, shoal_sched::SchedError> {
-        let cfg = SchedConfig {
-            lease_timeout: Some(lease_timeout),
-            token_base,
-            max_requeues,
-            shuffle: spec.shuffle,
-            ..SchedConfig::default()
+        let rules = RunRules {
+            sched: SchedConfig {
+                lease_timeout: Some(lease_timeout),
+                token_base,
+                max_requeues,
+                shuffle: spec.shuffle,
+                ..SchedConfig::default()
+            },
+            repeat: spec.repeat.max(1),
+            quarantine: spec.settings.quarantine.iter().cloned().collect(),
+            fail_on_flaky: spec.settings.fail_on_flaky,
         };
-        let sched = Scheduler::new(cfg, spec.planned(), spec.repeat.max(1), &[])?;
-        let broken_noticed = !spec.tests.iter().any(|t| t.retries > 0);
+        let state = RunState::new(spec.planned(), rules, &[])?;
         Ok(Run {
             id,
             start: spec.submitted,
             spec,
-            sched,
+            state,
             epoch: Instant::now(),
-            leases: HashMap::new(),
             events: Vec::new(),
             seq: watch::channel(0).0,
             finished: false,
-            cancelled: false,
-            broken_noticed,
             blobs: None,
             pending: Vec::new(),
             writing: 0,
-            max_requeues,
         })
     }
 
@@ -159,13 +151,46 @@ impl Run {
         }
     }
 
-    pub fn notice(&mut self, level: NoticeLevel, message: String) {
-        self.emit(&Event::Notice(Notice { level, message }));
+    /// Moves what the run state decided to the event log, and its attempts
+    /// to the records to write.
+    fn pump(&mut self) {
+        for ev in self.state.take_events() {
+            if let Event::AttemptFinished(a) = &ev {
+                self.pending.push(AttemptRecord::from_event(
+                    &self.id,
+                    a,
+                    self.spec.commit.as_deref(),
+                    self.spec.dirty,
+                ));
+            }
+            self.emit(&ev);
+        }
     }
 
-    /// Brings the scheduler up to the recorded attempts (re-emitting them)
+    pub fn notice(&mut self, level: NoticeLevel, message: String) {
+        self.state.notice(level, message);
+        self.pump();
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.state.is_cancelled()
+    }
+
+    /// Live leases.
+    pub fn lease_count(&self) -> usize {
+        self.state.leases().count()
+    }
+
+    /// A batch for `slot` of the worker `worker_id` (shown as `name`).
+    pub fn lease(&mut self, slot: SlotId, name: &str, worker_id: &str) -> Option<Lease> {
+        let now = self.now();
+        self.state.lease(slot, name, worker_id, now)
+    }
+
+    /// Brings the run state up to the recorded attempts (re-emitting them)
     /// and takes over the leases workers held: returns how many executions
     /// were restored, and which of `adopted` (by index) were taken over.
+    /// `adopted` pairs each lease with its worker's id and name.
     pub fn restore(
         &mut self,
         records: &[AttemptRecord],
@@ -173,7 +198,7 @@ impl Run {
     ) -> (usize, Vec<bool>) {
         let mut by_exec: HashMap<(TestId, u32), Restored> = HashMap::new();
         for r in records {
-            let Some(exec) = self.sched.exec_id(&r.test_id(), r.repeat) else {
+            let Some(exec) = self.state.sched().exec_id(&r.test_id(), r.repeat) else {
                 continue;
             };
             let e = by_exec.entry((r.test_id(), r.repeat)).or_insert(Restored {
@@ -191,25 +216,14 @@ impl Run {
             }
         }
         let restored: Vec<Restored> = by_exec.into_values().collect();
-        let leases: Vec<Adopted> = adopted.iter().map(|(a, _, _)| a.clone()).collect();
+        let leases: Vec<(Adopted, String, String)> = adopted
+            .iter()
+            .map(|(a, id, name)| (a.clone(), name.clone(), id.clone()))
+            .collect();
         let now = self.now();
-        let (n, taken) = self.sched.resume(&restored, &leases, now);
-        let mut kept = Vec::with_capacity(taken.len());
-        for (lease, (_, worker_id, worker_name)) in taken.into_iter().zip(adopted) {
-            kept.push(lease.is_some());
-            if let Some(lease) = lease {
-                self.leases.insert(
-                    lease.token,
-                    HeldLease {
-                        lease,
-                        worker_id: worker_id.clone(),
-                        worker_name: worker_name.clone(),
-                    },
-                );
-            }
-        }
+        let (n, kept) = self.state.resume(&restored, &leases, now);
         for r in records {
-            self.emit(&Event::AttemptFinished(AttemptFinished {
+            self.state.replay(AttemptFinished {
                 test: r.test.clone(),
                 suite: r.suite.clone(),
                 outcome: r.outcome,
@@ -224,160 +238,71 @@ impl Run {
                 output: CapturedOutput::default(),
                 will_retry: r.final_status.is_none(),
                 final_status: r.final_status,
-                // Quarantine is applied by the client (`shoal run --server`).
                 quarantined: false,
-            }));
+            });
+        }
+        // Replayed attempts are in the store already: only the events go.
+        for ev in self.state.take_events() {
+            self.emit(&ev);
         }
         (n, kept)
     }
 
     pub fn started(&mut self, token: u64, exec: u32, at: f64) {
-        let Some(held) = self.leases.get(&token) else {
+        let Some(id) = self.state.held_by_token(token).map(|h| h.lease.id) else {
             return;
         };
-        let Some(item) = held.lease.items.iter().find(|e| e.exec.0 == exec) else {
-            return;
-        };
-        let ev = Event::AttemptStarted(AttemptStarted {
-            test: item.case.id.name.clone(),
-            suite: item.case.id.suite.clone(),
-            attempt: item.attempt,
-            repeat: item.repeat,
-            slot: held.lease.slot.index,
-            worker: held.worker_name.clone(),
-            start: at,
-        });
-        self.emit(&ev);
+        self.state.started(id, ExecId(exec), at);
+        self.pump();
     }
 
     /// A result on a live lease; ignored (stale) otherwise.
     pub fn finished_test(&mut self, token: u64, exec: u32, outcome: Outcome, r: ResultData) {
-        let Some(held) = self.leases.get(&token) else {
+        let Some(id) = self.state.held_by_token(token).map(|h| h.lease.id) else {
             return;
         };
-        let Some(item) = held.lease.items.iter().find(|e| e.exec.0 == exec).cloned() else {
-            return;
-        };
-        let (slot, worker) = (held.lease.slot.index, held.worker_name.clone());
         let now = self.now();
-        let decision = self
-            .sched
-            .report(held.lease.id, token, item.exec, outcome, now);
-        self.attempt(&item, slot, &worker, decision, outcome, r);
+        let result = AttemptResult {
+            outcome,
+            duration: r.duration,
+            message: r.message,
+            output: r.output,
+            start: r.start,
+            end: r.end,
+        };
+        self.state.result(id, token, ExecId(exec), result, now);
+        self.pump();
     }
 
     /// Ends a lease (done, or its worker was lost): what got no result is
     /// requeued, or final once requeued too often.
     pub fn end_lease(&mut self, token: u64, reason: &str) {
-        let Some(held) = self.leases.remove(&token) else {
+        let Some(id) = self.state.held_by_token(token).map(|h| h.lease.id) else {
             return;
         };
         let now = self.now();
-        let lost = self.sched.release(held.lease.id, token, now);
-        self.lost(&held, lost, reason);
+        self.state.release(id, token, reason, now);
+        self.pump();
     }
 
     /// Expires leases past their deadline.
     pub fn expire(&mut self) -> Vec<HeldLease> {
         let now = self.now();
-        let mut out = Vec::new();
-        for ex in self.sched.expire(now) {
-            let Some((&token, _)) = self.leases.iter().find(|(_, h)| h.lease.id == ex.lease) else {
-                continue;
-            };
-            let Some(held) = self.leases.remove(&token) else {
-                continue;
-            };
-            self.lost(
-                &held,
-                ex.lost,
-                "its worker stopped renewing the lease (it died or was cut off)",
-            );
-            out.push(held);
-        }
+        let out = self.state.expire(
+            now,
+            "its worker stopped renewing the lease (it died or was cut off)",
+        );
+        self.pump();
         out
-    }
-
-    fn lost(&mut self, held: &HeldLease, lost: Vec<(Execution, Decision)>, reason: &str) {
-        for (item, decision) in lost {
-            let t = now_epoch();
-            let message = format!(
-                "no result after {} tries to run it: {reason}; a test that keeps killing its worker is reported as a crash",
-                self.max_requeues + 1
-            );
-            let data = ResultData {
-                duration: 0.0,
-                message: Some(message),
-                output: CapturedOutput::default(),
-                start: t,
-                end: t,
-            };
-            self.attempt(
-                &item,
-                held.lease.slot.index,
-                &held.worker_name,
-                decision,
-                Outcome::Crash,
-                data,
-            );
-        }
-    }
-
-    fn attempt(
-        &mut self,
-        item: &Execution,
-        slot: u32,
-        worker: &str,
-        decision: Decision,
-        outcome: Outcome,
-        r: ResultData,
-    ) {
-        let (will_retry, final_status) = match decision {
-            Decision::Stale => return,
-            Decision::Retry => (true, None),
-            Decision::Final(st) => (false, Some(st)),
-        };
-        let ev = AttemptFinished {
-            test: item.case.id.name.clone(),
-            suite: item.case.id.suite.clone(),
-            outcome,
-            attempt: item.attempt,
-            repeat: item.repeat,
-            slot,
-            worker: worker.to_owned(),
-            start: r.start,
-            end: r.end.max(r.start),
-            duration: r.duration,
-            message: r.message,
-            output: r.output,
-            will_retry,
-            final_status,
-            quarantined: false,
-        };
-        self.pending.push(AttemptRecord::from_event(
-            &self.id,
-            &ev,
-            self.spec.commit.as_deref(),
-            self.spec.dirty,
-        ));
-        self.emit(&Event::AttemptFinished(ev));
-        if self.sched.broken_build() && !self.broken_noticed {
-            self.broken_noticed = true;
-            self.notice(
-                NoticeLevel::Warn,
-                "more than the retry threshold of this run's tests failed: the build looks broken, so failures are no longer retried".into(),
-            );
-        }
     }
 
     /// Cancels the run: nothing more is leased; live leases become stale.
     pub fn cancel(&mut self) {
-        if self.finished || self.cancelled {
+        if self.finished || self.state.is_cancelled() {
             return;
         }
-        self.cancelled = true;
-        self.sched.cancel_all();
-        self.leases.clear();
+        self.state.cancel();
+        self.pump();
     }
 
     /// Takes the records to write; [`Run::written`] must follow.
@@ -397,39 +322,18 @@ impl Run {
     /// Whether the run just ended (every result it counts is in the
     /// store); emits `run_finished` once.
     pub fn check_finished(&mut self) -> Option<RunFinished> {
-        if self.finished
-            || !(self.sched.is_finished() || self.cancelled)
-            || self.writing > 0
-            || !self.pending.is_empty()
-        {
+        if self.finished || !self.state.is_over() || self.writing > 0 || !self.pending.is_empty() {
             return None;
         }
         self.finished = true;
-        let counts = self.sched.counts().clone();
-        let exit_code = if self.cancelled {
-            130
-        } else if counts.failed > 0 {
-            1
-        } else {
-            0
-        };
-        let fin = RunFinished {
-            run_id: self.id.clone(),
-            counts,
-            quarantined: Default::default(),
-            start: self.start,
-            end: now_epoch(),
-            interrupted: self.cancelled,
-            not_run: self.sched.cancelled(),
-            exit_code,
-        };
+        let fin = self.state.finished(&self.id, self.start, now_epoch());
         self.emit(&Event::RunFinished(fin.clone()));
         Some(fin)
     }
 
     /// Whether a worker holds a lease of this run (may read its snapshot).
     pub fn held_by(&self, worker_id: &str) -> bool {
-        self.leases.values().any(|h| h.worker_id == worker_id)
+        self.state.leases().any(|h| h.owner == worker_id)
     }
 }
 

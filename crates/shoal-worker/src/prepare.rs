@@ -123,6 +123,10 @@ pub struct RunInputs {
     /// Per suite, the paths its discovery and runners are limited to
     /// (absent: the whole suite), as the client's selection narrowed them.
     pub scopes: BTreeMap<String, Vec<String>>,
+    /// The run's resolved settings as the client sent them (JSON of
+    /// [`shoal_core::RunSettings`]; empty: the defaults), applied to the
+    /// config.
+    pub settings_json: String,
 }
 
 impl From<RunSpec> for RunInputs {
@@ -137,6 +141,7 @@ impl From<RunSpec> for RunInputs {
                 .into_iter()
                 .map(|s| (s.suite, s.paths))
                 .collect(),
+            settings_json: spec.settings_json,
         }
     }
 }
@@ -324,7 +329,10 @@ where
     .await??;
 
     let project_root = project_root(&tree, &inputs.project_dir)?;
-    let config = load_config(&project_root, &inputs.config_toml)?;
+    let mut config = load_config(&project_root, &inputs.config_toml)?;
+    shoal_core::RunSettings::from_json(&inputs.settings_json)
+        .map_err(PrepareError::Config)?
+        .apply(&mut config);
     let setup = match &config.hooks.worker_setup {
         None => SetupStatus::NoHook,
         Some(hook) => {

@@ -495,7 +495,6 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
         order: None,
         config,
     };
-    let fail_on_flaky = req.config.run.fail_on_flaky;
     let result = match args.remote.remote() {
         Some(r) => {
             let support_dir = req
@@ -510,6 +509,7 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
                 shuffle: req.shuffle,
                 support_dir: support_dir.clone(),
                 quarantine: req.quarantine,
+                kind: req.kind,
             };
             let res = remote::run(&r, remote_req, &mut fanout, cancel).await;
             let _ = std::fs::remove_dir_all(&support_dir);
@@ -534,7 +534,7 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
         eprintln!("error: {e}");
         return ShoalExitCode::Infrastructure;
     }
-    ShoalExitCode::from_run(report.exit_code(fail_on_flaky))
+    ShoalExitCode::from_run(report.exit_code)
 }
 
 /// The project's state directory (`.shoal`, created if needed) and the

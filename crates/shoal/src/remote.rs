@@ -5,7 +5,7 @@
 
 use shoal_core::config::Config;
 use shoal_core::event::{Notice, NoticeLevel, SuiteDiscovered};
-use shoal_core::{Event, QuarantinedCounts, TestId};
+use shoal_core::{Event, TestId};
 use shoal_proto::auth::ClientAuth;
 use shoal_proto::v1::coordinator_client::CoordinatorClient;
 use shoal_proto::v1::{
@@ -55,8 +55,10 @@ pub struct RemoteRun {
     pub support_dir: PathBuf,
     /// Shuffle seed (`--shuffle`).
     pub shuffle: Option<u64>,
-    /// Applied here, to the coordinator's events: it does not know them.
+    /// Sent with the run: the coordinator applies it, as a local run does.
     pub quarantine: HashSet<TestId>,
+    /// What the run is for, as the history records it.
+    pub kind: &'static str,
 }
 
 /// Runs on the coordinator; returns like a local run.
@@ -182,21 +184,20 @@ pub async fn run(
                     paths: d.suite.collect.clone(),
                 })
                 .collect(),
+            settings_json: shoal_core::RunSettings::of(
+                &req.config,
+                req.retries,
+                &req.quarantine,
+                req.kind,
+            )
+            .to_json(),
         })
         .await
         .map_err(|s| status_error("submitting the run", s))?
         .into_inner()
         .run_id;
     eprintln!("Run {run_id} submitted to {}", remote.server);
-    follow(
-        &mut client,
-        &run_id,
-        &discovered,
-        &req.quarantine,
-        reporter,
-        cancel,
-    )
-    .await
+    follow(&mut client, &run_id, &discovered, reporter, cancel).await
 }
 
 /// Feeds the run's events to `reporter` until it finishes, reconnecting
@@ -206,12 +207,10 @@ async fn follow(
     client: &mut Client,
     run_id: &str,
     discovered: &[shoal_runner::Discovered],
-    quarantine: &HashSet<TestId>,
     reporter: &mut dyn Reporter,
     cancel: Cancel,
 ) -> anyhow::Result<RunReport> {
     let mut seen: HashSet<(String, String, u32, u32)> = HashSet::new();
-    let mut quarantined = QuarantinedCounts::default();
     let mut started = false;
     let mut cancel_sent = false;
     let mut warnings = Vec::new();
@@ -253,16 +252,13 @@ async fn follow(
                 }
             };
             backoff = Duration::from_millis(200);
-            let mut event: Event = match serde_json::from_str(&ev.json) {
+            let event: Event = match serde_json::from_str(&ev.json) {
                 Ok(e) => e,
                 Err(e) => {
                     warnings.push(format!("unreadable event from the coordinator: {e}"));
                     continue;
                 }
             };
-            if let Event::AttemptFinished(a) = &mut event {
-                a.quarantined = quarantine.contains(&a.test_id());
-            }
             match &event {
                 Event::RunStarted(_) if started => continue,
                 Event::RunStarted(_) => {
@@ -285,17 +281,11 @@ async fn follow(
                     if !seen.insert(key) {
                         continue;
                     }
-                    if let (true, Some(st)) = (a.quarantined, a.final_status) {
-                        quarantined.add(st);
-                    }
                 }
                 Event::RunFinished(f) => {
-                    let mut f = f.clone();
-                    f.quarantined = quarantined;
-                    if f.exit_code == 1 && f.counts.failed <= quarantined.failed {
-                        f.exit_code = 0;
-                    }
-                    let event = Event::RunFinished(f.clone());
+                    // The coordinator's verdict, from the same run state a
+                    // local run has (quarantine and fail-on-flaky applied).
+                    let f = f.clone();
                     for w in &warnings {
                         reporter.on_event(&Event::Notice(Notice {
                             level: NoticeLevel::Warn,
@@ -306,9 +296,10 @@ async fn follow(
                     return Ok(RunReport {
                         run_id: f.run_id,
                         counts: f.counts,
-                        quarantined,
+                        quarantined: f.quarantined,
                         interrupted: f.interrupted,
                         not_run: f.not_run,
+                        exit_code: f.exit_code,
                         warnings,
                     });
                 }

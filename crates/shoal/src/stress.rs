@@ -267,6 +267,7 @@ pub(crate) async fn stress_cmd(root: &Path, args: StressArgs) -> ShoalExitCode {
                     shuffle: req.shuffle,
                     support_dir: support_dir.clone(),
                     quarantine: req.quarantine,
+                    kind: req.kind,
                 };
                 let res = crate::remote::run(&r, remote_req, &mut collector, cancel.clone()).await;
                 let _ = std::fs::remove_dir_all(&support_dir);

@@ -489,9 +489,7 @@ fn a_worker_killer_takes_no_innocent_down_with_it() {
             .into_iter()
             .filter_map(|slot| s.lease(slot, T0))
             .collect();
-        let dies = leases
-            .iter()
-            .any(|l| names(l).contains(&"killer"));
+        let dies = leases.iter().any(|l| names(l).contains(&"killer"));
         for l in &leases {
             if !dies {
                 for e in &l.items {

@@ -139,8 +139,7 @@ impl Harness {
     fn suspect_running_on(&self, worker: u32) -> bool {
         self.held.values().any(|h| {
             h.lease.slot.worker == worker
-                && h
-                    .unreported
+                && h.unreported
                     .iter()
                     .any(|e| self.model.get(&e.exec).is_some_and(|m| m.requeues > 0))
         })

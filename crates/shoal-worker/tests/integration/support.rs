@@ -134,6 +134,7 @@ pub fn inputs(run_id: &str, manifest: &Digest, config_toml: &str, project_dir: &
         config_toml: config_toml.to_owned(),
         project_dir: project_dir.to_owned(),
         scopes: Default::default(),
+        settings_json: String::new(),
     }
 }
 

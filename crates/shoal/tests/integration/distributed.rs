@@ -15,6 +15,8 @@ use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod parity;
+
 const TOKEN: &str = "e2e-secret-token-7d1c";
 
 /// The stores to run against: SQLite always, PostgreSQL when available.
