@@ -35,6 +35,12 @@ pub struct RunSettings {
     /// What the run is for, as the history records it (`run`, `stress`,
     /// `bisect`).
     pub kind: String,
+    /// Run the tests in the order they were submitted, not longest first
+    /// (`shoal bisect-order` replays a recorded order).
+    pub keep_order: bool,
+    /// Every batch of the run goes to one slot, so its tests share one
+    /// runner process in order (`shoal bisect-order`).
+    pub one_slot: bool,
 }
 
 impl Default for RunSettings {
@@ -46,6 +52,8 @@ impl Default for RunSettings {
             fail_on_flaky: false,
             quarantine: Vec::new(),
             kind: "run".to_owned(),
+            keep_order: false,
+            one_slot: false,
         }
     }
 }
@@ -79,6 +87,8 @@ impl RunSettings {
             fail_on_flaky: config.run.fail_on_flaky,
             quarantine,
             kind: kind.to_owned(),
+            keep_order: false,
+            one_slot: false,
         }
     }
 

@@ -59,6 +59,9 @@ pub struct RunRules {
     pub quarantine: HashSet<TestId>,
     /// A flaky result fails the run.
     pub fail_on_flaky: bool,
+    /// Lease to one slot at a time, the same one while it lives, so the
+    /// run's tests share one runner in order (`shoal bisect-order`).
+    pub one_slot: bool,
 }
 
 /// A lease as the run tracks it: the batch, the name its worker is shown
@@ -100,6 +103,9 @@ pub struct RunState {
     cancelled: bool,
     not_run: usize,
     out: Vec<Event>,
+    one_slot: bool,
+    /// With `one_slot`: the slot the run is bound to.
+    bound: Option<SlotId>,
 }
 
 impl RunState {
@@ -123,6 +129,8 @@ impl RunState {
             cancelled: false,
             not_run: 0,
             out: Vec::new(),
+            one_slot: rules.one_slot,
+            bound: None,
         })
     }
 
@@ -163,7 +171,16 @@ impl RunState {
         if self.cancelled {
             return None;
         }
+        if self.one_slot {
+            match self.bound {
+                Some(b) if b != slot => return None,
+                _ => {}
+            }
+        }
         let lease = self.sched.lease(slot, now)?;
+        if self.one_slot {
+            self.bound = Some(slot);
+        }
         self.leases.insert(
             lease.id,
             HeldLease {
@@ -261,6 +278,10 @@ impl RunState {
     pub fn expire(&mut self, now: Duration, reason: &str) -> Vec<HeldLease> {
         let mut out = Vec::new();
         for ex in self.sched.expire(now) {
+            if self.bound == Some(ex.slot) {
+                // The bound slot's worker is gone: another slot takes over.
+                self.bound = None;
+            }
             if let Some(held) = self.leases.remove(&ex.lease) {
                 self.lost(&held, ex.lost, reason);
                 out.push(held);

@@ -33,6 +33,7 @@ fn rules(quarantine: &[&str], fail_on_flaky: bool) -> RunRules {
         repeat: 1,
         quarantine: quarantine.iter().map(|n| TestId::new("s", *n)).collect(),
         fail_on_flaky,
+        one_slot: false,
     }
 }
 
@@ -260,4 +261,37 @@ fn the_broken_build_notice_comes_once() {
         .filter(|e| matches!(e, Event::Notice(n) if n.message.contains("build looks broken")))
         .count();
     assert_eq!(notices, 1);
+}
+
+#[test]
+fn a_one_slot_run_leases_to_its_first_slot_only_until_that_slot_is_lost() {
+    let cfg = SchedConfig {
+        lease_timeout: Some(Duration::from_secs(10)),
+        keep_order: true,
+        ..SchedConfig::default()
+    };
+    let r = RunRules {
+        sched: cfg,
+        repeat: 1,
+        one_slot: true,
+        ..RunRules::default()
+    };
+    let (a, b) = (SlotId::new(1, 0), SlotId::new(2, 0));
+    let mut s = RunState::new(planned(&["x", "y", "z"], 0), r, &[a, b]).unwrap();
+    let first = s.lease(a, "w1", "w1", T0).expect("the first slot to ask");
+    assert!(s.lease(b, "w2", "w2", T0).is_none(), "another slot waits");
+    for e in &first.items {
+        s.result(first.id, first.token, e.exec, result(Outcome::Pass), T0);
+    }
+    s.release(first.id, first.token, "done", T0);
+    assert!(
+        s.lease(b, "w2", "w2", T0).is_none(),
+        "still bound to the first"
+    );
+    let next = s.lease(a, "w1", "w1", T0).expect("the bound slot goes on");
+    // The bound slot's worker dies: its lease expires, another slot takes
+    // the run over.
+    s.expire(Duration::from_secs(11), "its worker died");
+    assert!(s.held(next.id).is_none());
+    assert!(s.lease(b, "w2", "w2", Duration::from_secs(11)).is_some());
 }

@@ -439,6 +439,8 @@ pub async fn run(
                 repeat: req.repeat,
                 quarantine: req.quarantine.clone(),
                 fail_on_flaky: req.config.run.fail_on_flaky,
+                // One slot already when a run replays an order.
+                one_slot: false,
             },
             &slot_ids,
         )

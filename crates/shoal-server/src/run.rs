@@ -114,11 +114,13 @@ impl Run {
                 token_base,
                 max_requeues,
                 shuffle: spec.shuffle,
+                keep_order: spec.settings.keep_order,
                 ..SchedConfig::default()
             },
             repeat: spec.repeat.max(1),
             quarantine: spec.settings.quarantine.iter().cloned().collect(),
             fail_on_flaky: spec.settings.fail_on_flaky,
+            one_slot: spec.settings.one_slot,
         };
         let state = RunState::new(spec.planned(), rules, &[])?;
         Ok(Run {

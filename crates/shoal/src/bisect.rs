@@ -14,13 +14,13 @@
 //! tree is never touched; every run is recorded in the history store with
 //! its commit.
 
+use crate::backend::Backend;
 use crate::exit_code::ShoalExitCode;
 use crate::stress::Collector;
 use clap::Args;
 use shoal_core::TestId;
 use shoal_runner::{RunRequest, Selection};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use tokio::process::Command;
 
 /// Failures to see at the bad end before its rate is taken as measured.
@@ -46,6 +46,9 @@ pub(crate) struct BisectFlakeArgs {
     /// Concurrent slots [default: logical cores].
     #[arg(short = 'j', long = "slots", env = "SHOAL_SLOTS", value_name = "N")]
     slots: Option<usize>,
+    /// Run the samples on a coordinator (`--server URL`) instead of here.
+    #[command(flatten)]
+    remote: crate::RemoteArgs,
 }
 
 /// What one commit's sample showed.
@@ -69,7 +72,7 @@ struct Bench {
     /// The project's directory relative to the repository's top level.
     project_dir: PathBuf,
     state_dir: PathBuf,
-    store: Arc<dyn shoal_store::Store>,
+    backend: Backend,
     slots: usize,
     test: String,
     scratch: tempfile::TempDir,
@@ -131,7 +134,7 @@ async fn bisect(root: &Path, args: &BisectFlakeArgs) -> Result<ShoalExitCode, Fa
         repo,
         project_dir,
         state_dir,
-        store,
+        backend: Backend::new(args.remote.remote(), store),
         slots: crate::resolve_slots(args.slots, &config),
         test: args.test.clone(),
         scratch: tempfile::Builder::new()
@@ -297,14 +300,9 @@ impl Bench {
             config,
         };
         let mut collector = Collector::default();
-        shoal_runner::run(
-            req,
-            self.store.clone(),
-            &mut collector,
-            shoal_runner::Cancel::new(),
-        )
-        .await
-        .map_err(|e| (crate::engine_exit(&e), e.to_string()))?;
+        self.backend
+            .run(req, &mut collector, shoal_runner::Cancel::new())
+            .await?;
         let tests: std::collections::HashSet<&TestId> =
             collector.seen.iter().map(|(_, id, _)| id).collect();
         if tests.len() > 1 {
@@ -389,6 +387,14 @@ pub(crate) struct BisectOrderArgs {
     /// The run in which it failed after other tests ran on its slot.
     #[arg(long, value_name = "RUN_ID")]
     run: String,
+    /// Read the run's results from this store (`sqlite://PATH` or
+    /// `postgres://...`: a coordinator's, for a run made with `--server`)
+    /// instead of the project's `.shoal/history.db`.
+    #[arg(long, env = "SHOAL_STORE", value_name = "URL")]
+    store: Option<String>,
+    /// Replay on a coordinator (`--server URL`) instead of here.
+    #[command(flatten)]
+    remote: crate::RemoteArgs,
 }
 
 /// `shoal bisect-order TEST --run ID`: which earlier test on the same slot
@@ -410,7 +416,16 @@ pub(crate) async fn bisect_order_cmd(root: &Path, args: BisectOrderArgs) -> Shoa
 
 async fn bisect_order(root: &Path, args: &BisectOrderArgs) -> Result<ShoalExitCode, Failure> {
     let config = crate::load(root).map_err(|code| (code, "no usable shoal.toml".to_owned()))?;
-    let (state_dir, store) = crate::open_state(root).await?;
+    let (state_dir, local) = crate::open_state(root).await?;
+    let store = match &args.store {
+        Some(url) => shoal_store::open_store(url).await.map_err(|e| {
+            (
+                ShoalExitCode::Infrastructure,
+                format!("cannot open the store {url}: {e}"),
+            )
+        })?,
+        None => local.clone(),
+    };
     // Which test: among those that failed in the run.
     let rows = store
         .attempts_of_run(&args.run)
@@ -468,7 +483,7 @@ async fn bisect_order(root: &Path, args: &BisectOrderArgs) -> Result<ShoalExitCo
     let replay = Replay {
         config,
         state_dir,
-        store,
+        backend: Backend::new(args.remote.remote(), local),
         victim: victim.clone(),
     };
     if replay.fails_after(&[]).await? {
@@ -521,7 +536,7 @@ async fn bisect_order(root: &Path, args: &BisectOrderArgs) -> Result<ShoalExitCo
 struct Replay {
     config: shoal_core::config::Config,
     state_dir: PathBuf,
-    store: Arc<dyn shoal_store::Store>,
+    backend: Backend,
     victim: TestId,
 }
 
@@ -550,14 +565,9 @@ impl Replay {
             config: self.config.clone(),
         };
         let mut collector = Collector::default();
-        shoal_runner::run(
-            req,
-            self.store.clone(),
-            &mut collector,
-            shoal_runner::Cancel::new(),
-        )
-        .await
-        .map_err(|e| (crate::engine_exit(&e), e.to_string()))?;
+        self.backend
+            .run(req, &mut collector, shoal_runner::Cancel::new())
+            .await?;
         let victim = collector
             .seen
             .iter()

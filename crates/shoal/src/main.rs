@@ -1,6 +1,7 @@
 //! The `shoal` binary: parses the command line, wires the engine, reporters
 //! and store together, and maps every outcome to a documented exit code.
 
+mod backend;
 mod bisect;
 mod exit_code;
 mod flaky;
@@ -75,7 +76,7 @@ enum Command {
 
 /// How to reach a coordinator.
 #[derive(Debug, Args, Clone)]
-struct RemoteArgs {
+pub(crate) struct RemoteArgs {
     /// The coordinator, e.g. `http://ci-coordinator:7878`.
     #[arg(long, env = "SHOAL_SERVER", value_name = "URL")]
     server: Option<String>,
@@ -94,7 +95,7 @@ struct RemoteArgs {
 }
 
 impl RemoteArgs {
-    fn remote(&self) -> Option<remote::Remote> {
+    pub(crate) fn remote(&self) -> Option<remote::Remote> {
         Some(remote::Remote {
             server: self.server.clone()?,
             token: self.token.clone().filter(|t| !t.is_empty()),
@@ -495,33 +496,8 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
         order: None,
         config,
     };
-    let result = match args.remote.remote() {
-        Some(r) => {
-            let support_dir = req
-                .state_dir
-                .join("runs")
-                .join(format!("remote-{}", std::process::id()));
-            let remote_req = remote::RemoteRun {
-                config: req.config,
-                selection: req.selection,
-                repeat: req.repeat,
-                retries: req.retries,
-                shuffle: req.shuffle,
-                support_dir: support_dir.clone(),
-                quarantine: req.quarantine,
-                kind: req.kind,
-            };
-            let res = remote::run(&r, remote_req, &mut fanout, cancel).await;
-            let _ = std::fs::remove_dir_all(&support_dir);
-            res.map_err(|e| match e.downcast::<EngineError>() {
-                Ok(e) => (engine_exit(&e), e.to_string()),
-                Err(e) => (ShoalExitCode::Infrastructure, format!("{e:#}")),
-            })
-        }
-        None => shoal_runner::run(req, store, &mut fanout, cancel)
-            .await
-            .map_err(|e| (engine_exit(&e), e.to_string())),
-    };
+    let backend = backend::Backend::new(args.remote.remote(), store);
+    let result = backend.run(req, &mut fanout, cancel).await;
     let finish_errors = shoal_report::Reporter::finish(&mut fanout);
     let report = match result {
         Ok(r) => r,

@@ -3,7 +3,6 @@
 //! submits the run and feeds the coordinator's event stream to the same
 //! reporters as a local run. Ctrl-C cancels the run on the coordinator.
 
-use shoal_core::config::Config;
 use shoal_core::event::{Notice, NoticeLevel, SuiteDiscovered};
 use shoal_core::{Event, TestId};
 use shoal_proto::auth::ClientAuth;
@@ -12,7 +11,7 @@ use shoal_proto::v1::{
     Blob, CancelRequest, MissingBlobsRequest, SubmitRequest, TestSpec, WatchRequest,
 };
 use shoal_report::Reporter;
-use shoal_runner::{Cancel, RunReport, Selection};
+use shoal_runner::{Cancel, RunReport, RunRequest};
 use shoal_snapshot::{Digest, pack};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -45,33 +44,33 @@ pub fn connect(remote: &Remote) -> anyhow::Result<Client> {
     )
 }
 
-/// What a remote run needs from the command line.
-#[derive(Debug)]
-pub struct RemoteRun {
-    pub config: Config,
-    pub selection: Selection,
-    pub repeat: u32,
-    pub retries: Option<u32>,
-    pub support_dir: PathBuf,
-    /// Shuffle seed (`--shuffle`).
-    pub shuffle: Option<u64>,
-    /// Sent with the run: the coordinator applies it, as a local run does.
-    pub quarantine: HashSet<TestId>,
-    /// What the run is for, as the history records it.
-    pub kind: &'static str,
-}
-
 /// Runs on the coordinator; returns like a local run.
 pub async fn run(
     remote: &Remote,
-    req: RemoteRun,
+    req: &RunRequest,
+    reporter: &mut dyn Reporter,
+    cancel: Cancel,
+) -> anyhow::Result<RunReport> {
+    let support_dir = req
+        .state_dir
+        .join("runs")
+        .join(format!("remote-{}", std::process::id()));
+    let res = submit_and_follow(remote, req, &support_dir, reporter, cancel).await;
+    let _ = std::fs::remove_dir_all(&support_dir);
+    res
+}
+
+async fn submit_and_follow(
+    remote: &Remote,
+    req: &RunRequest,
+    support_dir: &std::path::Path,
     reporter: &mut dyn Reporter,
     cancel: Cancel,
 ) -> anyhow::Result<RunReport> {
     let root = req.config.project_root.clone();
     // Suites with an environment list in a container here too (the test
     // list is the client's); each worker then starts its own.
-    let discovered = shoal_runner::list(&req.config, &req.selection, &req.support_dir).await?;
+    let discovered = shoal_runner::list(&req.config, &req.selection, support_dir).await?;
     let mut tests = Vec::new();
     for d in &discovered {
         let cfg = &d.suite.config;
@@ -92,6 +91,20 @@ pub async fn run(
     }
     if tests.is_empty() {
         return Err(shoal_runner::EngineError::NoTests.into());
+    }
+    if let Some(order) = &req.order {
+        // Submitted in the order to run (the coordinator keeps it).
+        let position: std::collections::HashMap<TestId, usize> = order
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), i))
+            .collect();
+        tests.sort_by_key(|t| {
+            position
+                .get(&TestId::new(t.suite.clone(), t.name.clone()))
+                .copied()
+                .unwrap_or(usize::MAX)
+        });
     }
 
     eprintln!("Packing {}...", root.display());
@@ -184,12 +197,11 @@ pub async fn run(
                     paths: d.suite.collect.clone(),
                 })
                 .collect(),
-            settings_json: shoal_core::RunSettings::of(
-                &req.config,
-                req.retries,
-                &req.quarantine,
-                req.kind,
-            )
+            settings_json: shoal_core::RunSettings {
+                keep_order: req.order.is_some(),
+                one_slot: req.order.is_some(),
+                ..shoal_core::RunSettings::of(&req.config, req.retries, &req.quarantine, req.kind)
+            }
             .to_json(),
         })
         .await

@@ -197,6 +197,7 @@ pub(crate) async fn stress_cmd(root: &Path, args: StressArgs) -> ShoalExitCode {
         Err((code, e)) => return crate::fail(code, e),
     };
     let slots = crate::resolve_slots(args.slots, &config);
+    let backend = crate::backend::Backend::new(args.remote.remote(), store);
     let seed = args.seed.unwrap_or_else(crate::random_seed);
     let cancel = shoal_runner::Cancel::new();
     tokio::spawn(crate::watch_signals(cancel.clone(), || {
@@ -254,29 +255,7 @@ pub(crate) async fn stress_cmd(root: &Path, args: StressArgs) -> ShoalExitCode {
             config: config.clone(),
         };
         let mut collector = Collector::default();
-        let result = match args.remote.remote() {
-            Some(r) => {
-                let support_dir = state_dir
-                    .join("runs")
-                    .join(format!("stress-{}", std::process::id()));
-                let remote_req = crate::remote::RemoteRun {
-                    config: req.config,
-                    selection: req.selection,
-                    repeat: req.repeat,
-                    retries: req.retries,
-                    shuffle: req.shuffle,
-                    support_dir: support_dir.clone(),
-                    quarantine: req.quarantine,
-                    kind: req.kind,
-                };
-                let res = crate::remote::run(&r, remote_req, &mut collector, cancel.clone()).await;
-                let _ = std::fs::remove_dir_all(&support_dir);
-                res.map_err(|e| (ShoalExitCode::Infrastructure, format!("{e:#}")))
-            }
-            None => shoal_runner::run(req, store.clone(), &mut collector, cancel.clone())
-                .await
-                .map_err(|e| (crate::engine_exit(&e), e.to_string())),
-        };
+        let result = backend.run(req, &mut collector, cancel.clone()).await;
         if let Err((code, e)) = result {
             return crate::fail(code, e);
         }

@@ -15,6 +15,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod backends;
 mod parity;
 
 const TOKEN: &str = "e2e-secret-token-7d1c";
