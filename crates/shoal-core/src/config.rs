@@ -403,7 +403,7 @@ pub struct Quarantine {
 /// least `min_runs` observations and a failure rate within
 /// `[min_rate, max_rate]`. A test that fails consistently is broken, not
 /// flaky, and never quarantined automatically.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AutoQuarantine {
     pub min_runs: u64,
     pub min_rate: f64,

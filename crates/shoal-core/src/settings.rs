@@ -9,7 +9,7 @@
 //! worker guesses from the raw config file alone.
 
 use crate::TestId;
-use crate::config::Config;
+use crate::config::{AutoQuarantine, Config};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 pub const RUN_SETTINGS_VERSION: u32 = 1;
 
 /// A run's resolved settings (see the module docs).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RunSettings {
     pub version: u32,
@@ -32,6 +32,9 @@ pub struct RunSettings {
     pub fail_on_flaky: bool,
     /// Tests whose failed and flaky results do not fail the run.
     pub quarantine: Vec<TestId>,
+    /// `[quarantine] auto`: where the run is recorded (a coordinator), the
+    /// tests its history shows flaky are added to `quarantine` there.
+    pub auto_quarantine: Option<AutoQuarantine>,
     /// What the run is for, as the history records it (`run`, `stress`,
     /// `bisect`).
     pub kind: String,
@@ -51,6 +54,7 @@ impl Default for RunSettings {
             retries: 0,
             fail_on_flaky: false,
             quarantine: Vec::new(),
+            auto_quarantine: None,
             kind: "run".to_owned(),
             keep_order: false,
             one_slot: false,
@@ -86,6 +90,7 @@ impl RunSettings {
             retries: retries.unwrap_or(config.run.retries),
             fail_on_flaky: config.run.fail_on_flaky,
             quarantine,
+            auto_quarantine: config.quarantine.auto,
             kind: kind.to_owned(),
             keep_order: false,
             one_slot: false,

@@ -809,8 +809,44 @@ impl Coordinator for Service {
                 .unwrap_or(1000),
         );
         shoal_sched::fill_estimates(&mut planned, &known, default);
-        let settings =
+        let mut settings =
             RunSettings::from_json(&req.settings_json).map_err(Status::invalid_argument)?;
+        // Automatic quarantine selects from this coordinator's history, where
+        // the run is recorded (never from the client's).
+        let auto_notice = match &settings.auto_quarantine {
+            None => None,
+            Some(auto) => {
+                match shoal_history::auto_quarantined(auto, self.shared.store.as_ref(), now_epoch())
+                    .await
+                {
+                    Ok(tests) => {
+                        let added: Vec<TestId> = tests
+                            .into_iter()
+                            .filter(|t| !settings.quarantine.contains(t))
+                            .collect();
+                        settings.quarantine.extend(added.iter().cloned());
+                        (!added.is_empty()).then(|| {
+                            let names: Vec<String> =
+                                added.iter().map(shoal_core::config::test_entry).collect();
+                            (
+                                NoticeLevel::Info,
+                                format!(
+                                    "auto-quarantined (flaky in the last {} days of the coordinator's history): {}",
+                                    shoal_history::AUTO_WINDOW.as_secs() / 86_400,
+                                    names.join(", ")
+                                ),
+                            )
+                        })
+                    }
+                    Err(e) => Some((
+                        NoticeLevel::Warn,
+                        format!(
+                            "auto-quarantine could not read the coordinator's history ({e}); quarantining none"
+                        ),
+                    )),
+                }
+            }
+        };
         let spec = RunSpec {
             settings,
             manifest_digest: req.manifest_digest.clone(),
@@ -917,6 +953,9 @@ impl Coordinator for Service {
                 seed: spec.shuffle,
             },
         ));
+        if let Some((level, message)) = auto_notice {
+            run.notice(level, message);
+        }
         tracing::info!(run = %run_id, user = %spec.user, tests = spec.tests.len(), "run submitted");
         {
             let mut inner = self.shared.lock();

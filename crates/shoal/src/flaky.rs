@@ -13,7 +13,7 @@
 use crate::exit_code::ShoalExitCode;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use shoal_stats::{FlakyConfig, Observation, RunHealth, TestEvidence, classify, wilson};
+use shoal_stats::{FlakyConfig, TestEvidence, wilson};
 use shoal_store::{HistoryQuery, HistoryRow, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -104,22 +104,6 @@ fn since(args: &StoreArgs) -> Option<f64> {
         .map(|d| shoal_core::now_epoch() - d.as_secs_f64())
 }
 
-fn observations(rows: &[HistoryRow]) -> Vec<Observation> {
-    rows.iter()
-        .filter(|r| r.outcome != shoal_core::Outcome::Skip)
-        .map(|r| Observation {
-            test: r.test.clone(),
-            suite: r.suite.clone(),
-            // Uncommitted changes are not the commit: compare them only
-            // within their run.
-            commit: r.commit.clone().filter(|_| !r.dirty),
-            environment: r.environment.clone(),
-            run_id: r.run_id.clone(),
-            failed: r.outcome.is_failure(),
-        })
-        .collect()
-}
-
 pub(crate) async fn flaky_cmd(root: &Path, args: FlakyArgs) -> ShoalExitCode {
     let store = match open(root, &args.store).await {
         Ok(s) => s,
@@ -176,42 +160,7 @@ pub(crate) async fn flaky_cmd(root: &Path, args: FlakyArgs) -> ShoalExitCode {
     ShoalExitCode::Success
 }
 
-/// Flake evidence over the store's history (optionally of one suite,
-/// names containing `pattern`, since a time), ranked; with the number of
-/// results and runs it was computed from.
-pub(crate) async fn evidence(
-    store: &dyn Store,
-    suite: Option<String>,
-    pattern: Option<String>,
-    since: Option<f64>,
-    cfg: &FlakyConfig,
-) -> Result<(Vec<TestEvidence>, (usize, usize)), shoal_store::StoreError> {
-    let query = HistoryQuery {
-        suite,
-        name_contains: pattern,
-        since,
-        ..HistoryQuery::default()
-    };
-    let rows = store.history(&query).await?;
-    let run_ids: Vec<String> = rows
-        .iter()
-        .map(|r| r.run_id.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let health: Vec<RunHealth> = store
-        .run_health(&run_ids)
-        .await?
-        .into_iter()
-        .map(|h| RunHealth {
-            run_id: h.run_id,
-            tests: h.executions,
-            failed: h.failed,
-        })
-        .collect();
-    let evidence = classify(&observations(&rows), &health, cfg);
-    Ok((evidence, (rows.len(), run_ids.len())))
-}
+pub(crate) use shoal_history::evidence;
 
 /// The evidence table, in `classify`'s ranking.
 pub(crate) fn render_evidence(evidence: &[TestEvidence]) -> String {
@@ -444,7 +393,7 @@ mod tests {
     #[test]
     fn dirty_results_are_compared_only_within_their_run() {
         let rows = [row(Some("aaaa"), true, Outcome::Fail, 1.0)];
-        let obs = observations(&rows);
+        let obs = shoal_history::observations(&rows);
         assert_eq!(obs[0].commit, None);
         assert!(obs[0].failed);
     }

@@ -472,7 +472,16 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
     } else {
         eprintln!("Discovering tests ({})...", names.join(", "));
     }
-    let (quarantine, auto) = quarantine::run_quarantine(&config, store.as_ref()).await;
+    let remote = args.remote.remote();
+    let (quarantine, auto) = match remote {
+        // A coordinator selects automatic quarantine from its own history
+        // (the run settings carry the policy), never from this machine's.
+        Some(_) => (
+            config.quarantine.tests.iter().cloned().collect(),
+            Vec::new(),
+        ),
+        None => quarantine::run_quarantine(&config, store.as_ref()).await,
+    };
     if !auto.is_empty() {
         let names: Vec<String> = auto.iter().map(shoal_core::config::test_entry).collect();
         eprintln!(
@@ -496,7 +505,7 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
         order: None,
         config,
     };
-    let backend = backend::Backend::new(args.remote.remote(), store);
+    let backend = backend::Backend::new(remote, store);
     let result = backend.run(req, &mut fanout, cancel).await;
     let finish_errors = shoal_report::Reporter::finish(&mut fanout);
     let report = match result {

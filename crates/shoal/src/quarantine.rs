@@ -7,10 +7,9 @@ use crate::exit_code::ShoalExitCode;
 use crate::{ListFormat, fail, print_stdout};
 use clap::{Args, Subcommand};
 use shoal_core::TestId;
-use shoal_core::config::{AutoQuarantine, Config, TestEntryError, parse_test_entry, test_entry};
+use shoal_core::config::{Config, TestEntryError, parse_test_entry, test_entry};
 use shoal_runner::Selection;
 use shoal_runner::project::CONFIG_FILE;
-use shoal_stats::{QuarantinePolicy, TestEvidence, should_quarantine};
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use toml_edit::{Array, DocumentMut, Item, Table, Value};
@@ -79,9 +78,7 @@ pub(crate) async fn run_quarantine(
     (all, auto)
 }
 
-/// How far back auto-quarantine looks for flake evidence: recent enough to
-/// reflect the code as it is, long enough to hold a few hundred runs.
-pub(crate) const AUTO_WINDOW: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+pub(crate) use shoal_history::AUTO_WINDOW;
 
 /// The tests `[quarantine] auto` quarantines: those the store's history of
 /// the last [`AUTO_WINDOW`] shows flaky (the evidence `shoal flaky` prints),
@@ -95,38 +92,14 @@ pub(crate) async fn auto_quarantined(
     let Some(auto) = &config.quarantine.auto else {
         return Vec::new();
     };
-    let flaky = shoal_stats::FlakyConfig {
-        min_runs: auto.min_runs,
-        ..shoal_stats::FlakyConfig::default()
-    };
-    let since = shoal_core::now_epoch() - AUTO_WINDOW.as_secs_f64();
-    match crate::flaky::evidence(store, None, None, Some(since), &flaky).await {
-        Ok((evidence, _)) => select_auto(&evidence, &policy(auto)),
+    match shoal_history::auto_quarantined(auto, store, shoal_core::now_epoch()).await {
+        Ok(tests) => tests,
         Err(e) => {
             eprintln!(
                 "warning: auto-quarantine could not read the history ({e}); quarantining none"
             );
             Vec::new()
         }
-    }
-}
-
-/// The tests `evidence` warrants quarantining under `policy`: flaky ones
-/// within its thresholds, never a broken (consistently failing) one.
-fn select_auto(evidence: &[TestEvidence], policy: &QuarantinePolicy) -> Vec<TestId> {
-    evidence
-        .iter()
-        .filter(|e| should_quarantine(e, policy))
-        .map(|e| TestId::new(e.suite.clone(), e.test.clone()))
-        .collect()
-}
-
-/// `[quarantine] auto` as the statistics crate's policy.
-fn policy(auto: &AutoQuarantine) -> QuarantinePolicy {
-    QuarantinePolicy {
-        min_runs: auto.min_runs,
-        min_rate: auto.min_rate,
-        max_rate: auto.max_rate,
     }
 }
 
@@ -491,7 +464,9 @@ fn push_entries(tests: &mut Array, entries: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_stats::Verdict;
+    use shoal_core::config::AutoQuarantine;
+    use shoal_history::{policy, select_auto};
+    use shoal_stats::{QuarantinePolicy, TestEvidence, Verdict};
 
     fn add_to(text: &str, entries: &[&str]) -> String {
         let entries: Vec<String> = entries.iter().map(|s| (*s).to_owned()).collect();

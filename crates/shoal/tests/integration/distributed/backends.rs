@@ -176,3 +176,51 @@ fn bisect_order_on_a_coordinator_replays_in_one_runner() {
         out.dump()
     );
 }
+
+/// `[quarantine] auto` on a `--server` run selects from the coordinator's
+/// history (where the run is recorded), not from the client's: a test the
+/// coordinator has seen flaky is quarantined though this machine has no
+/// history at all, and the run says so.
+#[test]
+fn auto_quarantine_of_a_remote_run_reads_the_coordinators_history() {
+    let backend = backends().remove(0);
+    let mut c = Cluster::of_fixture("flaky-project", &backend, "10s", "127.0.0.1");
+    c.start_worker("q1", 2);
+    // History on the coordinator: two runs of 30 repetitions on one commit.
+    git(c.project.root(), &["init", "-q", "-b", "main"]);
+    git(c.project.root(), &["add", "-A"]);
+    git(c.project.root(), &["commit", "-q", "-m", "fixture"]);
+    for i in 0..2 {
+        c.client(&format!("history-{i}"))
+            .args(["test_fails_twenty_percent", "--repeat", "30"])
+            .run();
+    }
+    let _ = std::fs::remove_dir_all(c.project.root().join(".shoal"));
+    c.project.write(
+        "shoal.toml",
+        "[suites.flaky]\nadapter = \"pytest\"\n\n[quarantine]\ntests = []\nauto = { min_runs = 20 }\n",
+    );
+    let out = c
+        .client("auto")
+        .args(["test_fails_twenty_percent", "--repeat", "20"])
+        .run();
+    out.assert_code(0);
+    let events = c.events("auto");
+    assert!(
+        events
+            .notices()
+            .iter()
+            .any(|(_, m)| m.contains("auto-quarantined") && m.contains("test_fails_twenty_percent")),
+        "{}",
+        out.dump()
+    );
+    assert!(
+        events
+            .of_type("attempt_finished")
+            .all(|e| e["quarantined"] == true),
+        "every attempt of the auto-quarantined test is marked"
+    );
+    let fin = events.run_finished();
+    assert!(fin["counts"]["failed"].as_u64().unwrap_or(0) > 0, "{fin}");
+    assert_eq!(fin["exit_code"], 0, "{fin}");
+}

@@ -19,12 +19,17 @@ type Row = (
     Option<(usize, usize, usize)>,
 );
 
+/// How one (test, repetition) ended: final status, outcome of its last
+/// attempt, quarantined, attempts made.
+type Final = (String, String, bool, usize);
+
 /// What a run ended with, in the terms both kinds of run share.
 #[derive(Debug, PartialEq)]
 struct Verdict {
-    /// Per test: (final status, outcome of its last attempt, quarantined,
-    /// attempts made).
-    finals: BTreeMap<String, (String, String, bool, usize)>,
+    /// Per test, one entry per repetition, sorted (which repetition comes
+    /// first is the order's): (final status, outcome of its last attempt,
+    /// quarantined, attempts made).
+    finals: BTreeMap<String, Vec<Final>>,
     counts: serde_json::Value,
     quarantined: serde_json::Value,
     exit_code: i32,
@@ -62,15 +67,15 @@ fn verdict(events: &Events, out: &Output, store_url: &str) -> Verdict {
             .iter()
             .filter(|b| b.test == a.test && b.repeat == a.repeat)
             .count();
-        finals.insert(
-            format!("{}#{}", a.test, a.repeat),
-            (
-                a.final_status.clone().expect("final"),
-                a.outcome.clone(),
-                v["quarantined"].as_bool().unwrap_or(false),
-                attempts,
-            ),
-        );
+        finals.entry(a.test.clone()).or_insert_with(Vec::new).push((
+            a.final_status.clone().expect("final"),
+            a.outcome.clone(),
+            v["quarantined"].as_bool().unwrap_or(false),
+            attempts,
+        ));
+    }
+    for f in finals.values_mut() {
+        f.sort();
     }
     let fin = events.run_finished();
     let run_id = fin["run_id"].as_str().expect("run id").to_owned();
@@ -191,7 +196,7 @@ fn timeouts_crashes_retries_and_quarantine_end_the_same_locally_and_remotely() {
             // guard's floor, so every failure gets its retry.
             &["--timeout", "2s", "--retries", "1", "--shuffle=7"],
         );
-        let status = |t: &str| v.finals[&format!("tests/test_parity.py::{t}#0")].clone();
+        let status = |t: &str| v.finals[&format!("tests/test_parity.py::{t}")][0].clone();
         assert_eq!(
             status("test_passes"),
             ("passed".into(), "pass".into(), false, 1)
@@ -292,7 +297,7 @@ fn the_broken_build_guard_trips_the_same_locally_and_remotely() {
                 "tests/test_parity.py::test_passes",
             ],
             |v| {
-                for f in v.finals.values_mut() {
+                for f in v.finals.values_mut().flatten() {
                     f.3 = 0;
                 }
             },
