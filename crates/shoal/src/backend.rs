@@ -37,10 +37,10 @@ impl Backend {
         match self {
             Backend::Local(store) => shoal_runner::run(req, store.clone(), reporter, cancel)
                 .await
-                .map_err(|e| (crate::engine_exit(&e), e.to_string())),
+                .map_err(|e| crate::error::failure(crate::engine_exit(&e), &e)),
             Backend::Remote(r) => remote::run(r, &req, reporter, cancel).await.map_err(|e| {
                 match e.downcast::<EngineError>() {
-                    Ok(e) => (crate::engine_exit(&e), e.to_string()),
+                    Ok(e) => crate::error::failure(crate::engine_exit(&e), &e),
                     Err(e) => (ShoalExitCode::Infrastructure, format!("{e:#}")),
                 }
             }),

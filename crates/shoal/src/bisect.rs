@@ -94,7 +94,7 @@ pub(crate) async fn bisect_flake_cmd(root: &Path, args: BisectFlakeArgs) -> Shoa
     }
 }
 
-type Failure = (ShoalExitCode, String);
+use crate::error::Failure;
 
 fn usage(message: impl Into<String>) -> Failure {
     (ShoalExitCode::Usage, message.into())
@@ -103,7 +103,7 @@ fn usage(message: impl Into<String>) -> Failure {
 async fn bisect(root: &Path, args: &BisectFlakeArgs) -> Result<ShoalExitCode, Failure> {
     let config = crate::load(root).map_err(|code| (code, "no usable shoal.toml".to_owned()))?;
     let repo = PathBuf::from(git(root, &["rev-parse", "--show-toplevel"]).await?.trim());
-    let root = std::fs::canonicalize(root).map_err(|e| usage(e.to_string()))?;
+    let root = std::fs::canonicalize(root).map_err(|e| usage(crate::error::chain(&e)))?;
     let project_dir = root
         .strip_prefix(&repo)
         .map_err(|_| usage(format!("{} is not inside its repository", root.display())))?
@@ -140,7 +140,7 @@ async fn bisect(root: &Path, args: &BisectFlakeArgs) -> Result<ShoalExitCode, Fa
         scratch: tempfile::Builder::new()
             .prefix("shoal-bisect-")
             .tempdir()
-            .map_err(|e| (ShoalExitCode::Infrastructure, e.to_string()))?,
+            .map_err(|e| crate::error::failure(ShoalExitCode::Infrastructure, &e))?,
     };
 
     eprintln!(
@@ -430,7 +430,7 @@ async fn bisect_order(root: &Path, args: &BisectOrderArgs) -> Result<ShoalExitCo
     let rows = store
         .attempts_of_run(&args.run)
         .await
-        .map_err(|e| usage(e.to_string()))?;
+        .map_err(|e| usage(crate::error::chain(&e)))?;
     if rows.is_empty() {
         return Err(usage(format!("run `{}` has no recorded results", args.run)));
     }
@@ -465,7 +465,7 @@ async fn bisect_order(root: &Path, args: &BisectOrderArgs) -> Result<ShoalExitCo
     let order = store
         .slot_order(&args.run, &victim)
         .await
-        .map_err(|e| usage(e.to_string()))?
+        .map_err(|e| usage(crate::error::chain(&e)))?
         .ok_or_else(|| usage(format!("{victim} did not fail in run {}", args.run)))?;
     let mut before: Vec<TestId> = Vec::new();
     for r in &order.before {

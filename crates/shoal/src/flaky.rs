@@ -96,7 +96,7 @@ async fn open(root: &Path, args: &StoreArgs) -> Result<Arc<dyn Store>, ShoalExit
     };
     shoal_store::open_store(&url)
         .await
-        .map_err(|e| crate::fail(ShoalExitCode::Infrastructure, e))
+        .map_err(|e| crate::fail_err(ShoalExitCode::Infrastructure, &e))
 }
 
 fn since(args: &StoreArgs) -> Option<f64> {
@@ -115,7 +115,7 @@ pub(crate) async fn flaky_cmd(root: &Path, args: FlakyArgs) -> ShoalExitCode {
         ..FlakyConfig::default()
     };
     if let Err(e) = cfg.validate() {
-        return crate::fail(ShoalExitCode::Usage, e);
+        return crate::fail_err(ShoalExitCode::Usage, &e);
     }
     let (mut evidence, (results, runs)) = match evidence(
         store.as_ref(),
@@ -127,7 +127,7 @@ pub(crate) async fn flaky_cmd(root: &Path, args: FlakyArgs) -> ShoalExitCode {
     .await
     {
         Ok(e) => e,
-        Err(e) => return crate::fail(ShoalExitCode::Infrastructure, e),
+        Err(e) => return crate::fail_err(ShoalExitCode::Infrastructure, &e),
     };
     if !args.all {
         evidence.retain(|e| {
@@ -140,7 +140,7 @@ pub(crate) async fn flaky_cmd(root: &Path, args: FlakyArgs) -> ShoalExitCode {
     match args.format {
         Format::Json => match serde_json::to_string_pretty(&evidence) {
             Ok(json) => println!("{json}"),
-            Err(e) => return crate::fail(ShoalExitCode::Infrastructure, e),
+            Err(e) => return crate::fail_err(ShoalExitCode::Infrastructure, &e),
         },
         Format::Text => {
             if evidence.is_empty() {
@@ -216,7 +216,7 @@ pub(crate) async fn history_cmd(root: &Path, args: HistoryArgs) -> ShoalExitCode
     };
     let rows = match store.history(&query).await {
         Ok(rows) => rows,
-        Err(e) => return crate::fail(ShoalExitCode::Infrastructure, e),
+        Err(e) => return crate::fail_err(ShoalExitCode::Infrastructure, &e),
     };
     let tests: BTreeSet<(String, String)> = rows
         .iter()
@@ -255,7 +255,7 @@ pub(crate) async fn history_cmd(root: &Path, args: HistoryArgs) -> ShoalExitCode
     match args.format {
         Format::Json => match serde_json::to_string_pretty(&commits) {
             Ok(json) => println!("{json}"),
-            Err(e) => return crate::fail(ShoalExitCode::Infrastructure, e),
+            Err(e) => return crate::fail_err(ShoalExitCode::Infrastructure, &e),
         },
         Format::Text => {
             println!("{}::{}", chosen.0, chosen.1);

@@ -3,6 +3,7 @@
 
 mod backend;
 mod bisect;
+mod error;
 mod exit_code;
 mod flaky;
 mod init;
@@ -286,13 +287,18 @@ fn fail(code: ShoalExitCode, message: impl std::fmt::Display) -> ShoalExitCode {
     code
 }
 
+/// [`fail`] with an error: the message shows its whole cause chain.
+fn fail_err(code: ShoalExitCode, e: &(dyn std::error::Error + 'static)) -> ShoalExitCode {
+    fail(code, error::chain(e))
+}
+
 fn load(root: &Path) -> Result<shoal_core::config::Config, ShoalExitCode> {
     project::load_config(root).map_err(|e| match e {
         LoadError::Config(diag) => {
             eprintln!("{:?}", miette::Report::new(*diag));
             ShoalExitCode::Usage
         }
-        other => fail(ShoalExitCode::Usage, other),
+        other => fail_err(ShoalExitCode::Usage, &other),
     })
 }
 
@@ -356,7 +362,7 @@ async fn list_cmd(root: &Path, args: ListArgs) -> ShoalExitCode {
     }
     let found = match found {
         Ok(f) => f,
-        Err(e) => return fail(engine_exit(&e), e),
+        Err(e) => return fail_err(engine_exit(&e), &e),
     };
     let mut out = String::new();
     match args.format {
@@ -412,7 +418,7 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
         ..Selection::default()
     };
     if let Err(e) = selection.check(&config) {
-        return fail(engine_exit(&e), e);
+        return fail_err(engine_exit(&e), &e);
     }
     let (state_dir, store) = match open_state(root).await {
         Ok(s) => s,
@@ -443,7 +449,7 @@ async fn run_cmd(root: &Path, args: RunArgs) -> ShoalExitCode {
     if let Some(path) = &args.json {
         match shoal_report::json::JsonLinesReporter::create(path) {
             Ok(r) => fanout.push(r),
-            Err(e) => return fail(ShoalExitCode::Usage, e),
+            Err(e) => return fail_err(ShoalExitCode::Usage, &e),
         }
     }
     let cancel = shoal_runner::Cancel::new();
@@ -536,7 +542,7 @@ async fn open_state(
     })?;
     let store = shoal_store::SqliteStore::open(&state_dir.join("history.db"))
         .await
-        .map_err(|e| (ShoalExitCode::Infrastructure, e.to_string()))?;
+        .map_err(|e| crate::error::failure(ShoalExitCode::Infrastructure, &e))?;
     Ok((state_dir, Arc::new(store)))
 }
 

@@ -228,7 +228,7 @@ async fn add(root: &Path, args: &[String]) -> ShoalExitCode {
     let entries: Vec<String> = new.iter().map(|id| test_entry(id)).collect();
     let edited = match edit_tests(&text, |tests| push_entries(tests, &entries)) {
         Ok(t) => t,
-        Err(e) => return fail(ShoalExitCode::Usage, e),
+        Err(e) => return crate::fail_err(ShoalExitCode::Usage, &e),
     };
     if let Err(code) = write_config(root, &edited) {
         return code;
@@ -278,7 +278,7 @@ fn rm(root: &Path, args: &[String]) -> ShoalExitCode {
     });
     let edited = match edited {
         Ok(t) => t,
-        Err(e) => return fail(ShoalExitCode::Usage, e),
+        Err(e) => return crate::fail_err(ShoalExitCode::Usage, &e),
     };
     if let Err(code) = write_config(root, &edited) {
         return code;
@@ -304,7 +304,7 @@ async fn ls(root: &Path, check: bool, format: ListFormat) -> ShoalExitCode {
     let auto = match state.exists() {
         true => match shoal_store::SqliteStore::open(&state).await {
             Ok(store) => auto_quarantined(&config, &store).await,
-            Err(e) => return fail(ShoalExitCode::Infrastructure, e),
+            Err(e) => return crate::fail_err(ShoalExitCode::Infrastructure, &e),
         },
         false => Vec::new(),
     };
@@ -317,7 +317,7 @@ async fn ls(root: &Path, check: bool, format: ListFormat) -> ShoalExitCode {
         let suites: BTreeSet<String> = entries.iter().map(|(id, _)| id.suite.clone()).collect();
         match discover(root, &config, suites.into_iter().collect()).await {
             Ok(found) => Some(found),
-            Err(e) => return fail(ShoalExitCode::Infrastructure, e),
+            Err(e) => return crate::fail_err(ShoalExitCode::Infrastructure, &e),
         }
     } else {
         None

@@ -90,7 +90,7 @@ pub async fn serve_cmd(root: &Path, args: ServeArgs) -> ShoalExitCode {
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("coordinator.db").display()));
     let store = match shoal_store::open_store(&url).await {
         Ok(s) => s,
-        Err(e) => return fail(ShoalExitCode::Infrastructure, e),
+        Err(e) => return crate::fail_err(ShoalExitCode::Infrastructure, &e),
     };
     let tokens: Vec<String> = args
         .token
@@ -101,7 +101,7 @@ pub async fn serve_cmd(root: &Path, args: ServeArgs) -> ShoalExitCode {
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => match shoal_proto::tls::server_config(c, k) {
             Ok(t) => Some(t),
-            Err(e) => return fail(ShoalExitCode::Usage, e),
+            Err(e) => return crate::fail_err(ShoalExitCode::Usage, &e),
         },
         _ => None,
     };
@@ -139,7 +139,7 @@ pub async fn serve_cmd(root: &Path, args: ServeArgs) -> ShoalExitCode {
     };
     match shoal_server::serve(listener, opts, shutdown).await {
         Ok(()) => ShoalExitCode::Success,
-        Err(e) => fail(ShoalExitCode::Infrastructure, e),
+        Err(e) => crate::fail_err(ShoalExitCode::Infrastructure, &e),
     }
 }
 
@@ -190,8 +190,8 @@ pub async fn worker_cmd(args: WorkerArgs) -> ShoalExitCode {
             e @ shoal_worker::WorkerError::Instance(shoal_worker::InstanceError::NameTaken {
                 ..
             }),
-        ) => fail(ShoalExitCode::Usage, e),
-        Err(e) => fail(ShoalExitCode::Infrastructure, e),
+        ) => crate::fail_err(ShoalExitCode::Usage, &e),
+        Err(e) => crate::fail_err(ShoalExitCode::Infrastructure, &e),
     }
 }
 

@@ -182,7 +182,7 @@ pub(crate) async fn stress_cmd(root: &Path, args: StressArgs) -> ShoalExitCode {
         max_runs: Some(cap),
     };
     if let Err(e) = sprt_config.validate() {
-        return crate::fail(ShoalExitCode::Usage, e);
+        return crate::fail_err(ShoalExitCode::Usage, &e);
     }
     let selection = Selection {
         patterns: args.select.patterns,
@@ -293,7 +293,7 @@ pub(crate) async fn stress_cmd(root: &Path, args: StressArgs) -> ShoalExitCode {
     match args.format {
         StressFormat::Json => match serde_json::to_string_pretty(&results) {
             Ok(json) => println!("{json}"),
-            Err(e) => return crate::fail(ShoalExitCode::Infrastructure, e),
+            Err(e) => return crate::fail_err(ShoalExitCode::Infrastructure, &e),
         },
         StressFormat::Text => print!("{}", render(&results)),
     }

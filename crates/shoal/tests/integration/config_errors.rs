@@ -97,3 +97,41 @@ fn a_bad_flag_is_a_usage_error() {
     out.assert_code(2);
     assert!(out.stderr.contains("many"), "{}", out.stderr);
 }
+
+/// A missing file named on the command line is reported with its cause,
+/// not only with what shoal was doing (issue 12: one error convention).
+#[test]
+fn a_missing_tls_file_says_why_it_could_not_be_read() {
+    let project = Project::pytest();
+    let missing = project.out("no-such-cert.pem");
+    let store = format!("sqlite://{}", project.out("coordinator.db").display());
+    let out = project
+        .shoal(["serve", "--listen", "127.0.0.1:0", "--store", &store])
+        .arg("--tls-cert")
+        .arg(&missing)
+        .arg("--tls-key")
+        .arg(&missing)
+        .run();
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("No such file or directory"),
+        "the cause is named:\n{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("no-such-cert.pem"),
+        "the file is named:\n{}",
+        out.stderr
+    );
+    let ca = project
+        .shoal(["worker", "--server", "https://127.0.0.1:9"])
+        .arg("--ca")
+        .arg(&missing)
+        .run();
+    assert_ne!(ca.code(), 0);
+    assert!(
+        ca.stderr.contains("No such file or directory"),
+        "the worker names the cause too:\n{}",
+        ca.stderr
+    );
+}
