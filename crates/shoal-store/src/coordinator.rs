@@ -224,6 +224,10 @@ mod tests {
     }
 
     #[tokio::test]
+    #[cfg_attr(
+        not(shoal_has_postgres),
+        ignore = "needs PostgreSQL: set SHOAL_TEST_POSTGRES_URL (scripts/test does)"
+    )]
     async fn killed_postgres_holder_frees_the_lock() {
         crate::test_pg::with_database(
             "coordinator::tests::killed_postgres_holder_frees_the_lock",

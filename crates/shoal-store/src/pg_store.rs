@@ -278,6 +278,10 @@ mod tests {
     }
 
     #[tokio::test]
+    #[cfg_attr(
+        not(shoal_has_postgres),
+        ignore = "needs PostgreSQL: set SHOAL_TEST_POSTGRES_URL (scripts/test does)"
+    )]
     async fn conformance() {
         with_database("pg_store::tests::conformance", |url| async move {
             let store = PgStore::open(&url).await.unwrap();
@@ -287,6 +291,10 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(shoal_has_postgres),
+        ignore = "needs PostgreSQL: set SHOAL_TEST_POSTGRES_URL (scripts/test does)"
+    )]
     async fn conformance_shared_between_two_stores() {
         with_database(
             "pg_store::tests::conformance_shared_between_two_stores",
@@ -302,6 +310,10 @@ mod tests {
     /// Two processes opening a fresh database at once apply each migration
     /// once; reopening keeps data and the token counter.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(shoal_has_postgres),
+        ignore = "needs PostgreSQL: set SHOAL_TEST_POSTGRES_URL (scripts/test does)"
+    )]
     async fn concurrent_first_opens_and_reopening() {
         with_database(
             "pg_store::tests::concurrent_first_opens_and_reopening",
@@ -345,6 +357,10 @@ mod tests {
     /// A database created at schema version 2 and reopened keeps its runs
     /// and attempts, which read back with the new columns' defaults.
     #[tokio::test]
+    #[cfg_attr(
+        not(shoal_has_postgres),
+        ignore = "needs PostgreSQL: set SHOAL_TEST_POSTGRES_URL (scripts/test does)"
+    )]
     async fn schema_v2_store_is_migrated_keeping_runs() {
         with_database(
             "pg_store::tests::schema_v2_store_is_migrated_keeping_runs",
@@ -374,6 +390,10 @@ mod tests {
     }
 
     #[tokio::test]
+    #[cfg_attr(
+        not(shoal_has_postgres),
+        ignore = "needs PostgreSQL: set SHOAL_TEST_POSTGRES_URL (scripts/test does)"
+    )]
     async fn store_from_a_newer_shoal_is_refused() {
         with_database(
             "pg_store::tests::store_from_a_newer_shoal_is_refused",
@@ -395,6 +415,10 @@ mod tests {
     }
 
     #[tokio::test]
+    #[cfg_attr(
+        not(shoal_has_postgres),
+        ignore = "needs PostgreSQL: set SHOAL_TEST_POSTGRES_URL (scripts/test does)"
+    )]
     async fn estimate_window_is_configurable() {
         with_database(
             "pg_store::tests::estimate_window_is_configurable",
@@ -449,6 +473,10 @@ mod tests {
     }
 
     #[tokio::test]
+    #[cfg_attr(
+        not(shoal_has_postgres),
+        ignore = "needs PostgreSQL: set SHOAL_TEST_POSTGRES_URL (scripts/test does)"
+    )]
     async fn debug_and_errors_hide_the_password() {
         with_database(
             "pg_store::tests::debug_and_errors_hide_the_password",

@@ -2,39 +2,28 @@
 //! `SHOAL_TEST_POSTGRES_URL` names, dropped when the test ends, so tests run
 //! in parallel without seeing each other's rows or advisory locks.
 //!
-//! Without the variable a test skips with a message, except under CI
-//! (`CI=true`), where it fails: CI must provide PostgreSQL
-//! (`scripts/ci-postgres.sh`, which `scripts/test` runs).
+//! Tests using it are ignored (saying why) unless the build may use
+//! PostgreSQL (`shoal-testenv`); where they run, a missing server fails.
 
 use crate::redact_url;
 use sqlx::{Connection, PgConnection};
 use std::future::Future;
-use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The variable naming the test server (a database the user may connect
 /// to, with the right to create databases).
 pub(crate) const URL_VAR: &str = "SHOAL_TEST_POSTGRES_URL";
 
-/// The server's URL, or `None` (after saying why) when `test` must skip.
-/// Panics under CI without one.
+/// The server's URL. Tests that call this are ignored unless the build may
+/// use PostgreSQL (`shoal_has_postgres`, see `shoal-testenv`), so a missing
+/// variable here is a failure, never a silent pass.
 pub(crate) fn server_url(test: &str) -> Option<String> {
     match std::env::var(URL_VAR) {
         Ok(url) if !url.trim().is_empty() => Some(url),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => panic!(
-            "{test}: {URL_VAR} is not set, but CI must provide PostgreSQL: run \
-             scripts/ci-postgres.sh (scripts/test does) and export the URL it prints"
+        _ => panic!(
+            "{test}: {URL_VAR} is not set: run scripts/ci-postgres.sh (scripts/test does) \
+             and export the URL it prints"
         ),
-        _ => {
-            // Straight to stderr, past the test harness's capture, so that
-            // the skip shows even when the test passes.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: {URL_VAR} is not set, so the PostgreSQL adapter is not tested \
-                 (run `eval \"$(scripts/ci-postgres.sh)\"` to set it)"
-            );
-            None
-        }
     }
 }
 

@@ -62,6 +62,10 @@ async fn cat(docker: &Docker, image: &str, path: &str) -> String {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn an_image_is_built_once_per_context_and_reused_after() {
     let Some(docker) = engine().await else { return };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -126,6 +130,10 @@ async fn an_image_is_built_once_per_context_and_reused_after() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn dockerignored_files_do_not_change_the_digest_and_are_not_sent() {
     let Some(docker) = engine().await else { return };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -176,6 +184,10 @@ async fn dockerignored_files_do_not_change_the_digest_and_are_not_sent() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn a_dockerfile_outside_the_context_is_sent_along() {
     let Some(docker) = engine().await else { return };
     let files = tempfile::tempdir().expect("tempdir");
@@ -199,6 +211,10 @@ async fn a_dockerfile_outside_the_context_is_sent_along() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn a_failed_build_shows_the_engines_error_and_the_steps_output() {
     let Some(docker) = engine().await else { return };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -238,6 +254,10 @@ async fn a_failed_build_shows_the_engines_error_and_the_steps_output() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn concurrent_calls_for_one_image_both_succeed_and_build_it_once() {
     let Some(docker) = engine().await else { return };
     let dir = tempfile::tempdir().expect("tempdir");

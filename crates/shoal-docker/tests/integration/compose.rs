@@ -141,6 +141,10 @@ async fn fetch(docker: &Docker, network: &str, host: &str) -> (bool, String) {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn two_slots_run_the_compose_file_as_separate_labelled_projects() {
     let Some(docker) = compose_engine().await else {
         return;
@@ -247,6 +251,10 @@ async fn two_slots_run_the_compose_file_as_separate_labelled_projects() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn a_service_that_exits_fails_wait_healthy_with_its_logs() {
     let Some(docker) = compose_engine().await else {
         return;
@@ -288,6 +296,10 @@ async fn a_service_that_exits_fails_wait_healthy_with_its_logs() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn a_service_that_never_turns_healthy_fails_at_the_timeout() {
     let Some(docker) = compose_engine().await else {
         return;
@@ -327,6 +339,10 @@ async fn a_service_that_never_turns_healthy_fails_at_the_timeout() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn a_broken_compose_file_fails_with_the_tools_message() {
     let Some(docker) = compose_engine().await else {
         return;
@@ -356,6 +372,10 @@ async fn a_broken_compose_file_fails_with_the_tools_message() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn the_reaper_removes_a_dead_runs_compose_project() {
     let Some(docker) = compose_engine().await else {
         return;

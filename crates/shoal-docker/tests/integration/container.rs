@@ -8,6 +8,10 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn a_container_carries_its_labels_limits_and_env_and_is_removed() {
     let Some(docker) = engine().await else { return };
     let mut opts = opts("labels");
@@ -52,6 +56,10 @@ async fn a_container_carries_its_labels_limits_and_env_and_is_removed() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn a_container_that_cannot_start_leaves_nothing_behind() {
     let Some(docker) = engine().await else { return };
     let mut missing_image = opts("no-image");
@@ -87,6 +95,10 @@ async fn a_container_that_cannot_start_leaves_nothing_behind() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn containers_on_a_slot_network_reach_each_other_by_alias_and_others_do_not() {
     let Some(docker) = engine().await else { return };
     let network = format!("shoal-test-net-{}", std::process::id());

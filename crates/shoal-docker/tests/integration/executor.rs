@@ -7,6 +7,10 @@ use shoal_exec::{ExecError, Executor, ExitStatus};
 use std::time::{Duration, Instant};
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn echo_and_failing_commands_report_output_and_exit_codes() {
     let Some(docker) = engine().await else { return };
     let slot = Slot::start(&docker, opts("exit-codes")).await;
@@ -49,6 +53,10 @@ async fn echo_and_failing_commands_report_output_and_exit_codes() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn env_and_cwd_are_mapped_into_the_container() {
     let Some(docker) = engine().await else { return };
     let slot = Slot::start(&docker, opts("env-cwd")).await;
@@ -102,6 +110,10 @@ async fn env_and_cwd_are_mapped_into_the_container() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn a_flood_of_output_is_capped_to_head_and_tail() {
     let Some(docker) = engine().await else { return };
     let slot = Slot::start(&docker, opts("flood")).await;
@@ -130,6 +142,10 @@ async fn a_flood_of_output_is_capped_to_head_and_tail() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn progress_lines_come_through_the_fifo_at_fd_3() {
     let Some(docker) = engine().await else { return };
     let slot = Slot::start(&docker, opts("progress")).await;
@@ -173,6 +189,10 @@ async fn progress_lines_come_through_the_fifo_at_fd_3() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn stdin_lines_reach_the_process_and_closing_ends_its_input() {
     let Some(docker) = engine().await else { return };
     let slot = Slot::start(&docker, opts("stdin")).await;
@@ -221,6 +241,10 @@ async fn started(slot: &Slot, script: &str) -> Box<dyn shoal_exec::RunningProces
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn terminate_stops_the_process_and_its_children_within_grace() {
     let Some(docker) = engine().await else { return };
     let slot = Slot::start(&docker, opts("terminate")).await;
@@ -278,6 +302,10 @@ async fn terminate_stops_the_process_and_its_children_within_grace() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn background_children_die_with_the_process_and_dropping_kills_the_group() {
     let Some(docker) = engine().await else { return };
     let slot = Slot::start(&docker, opts("leftovers")).await;
@@ -306,6 +334,10 @@ async fn background_children_die_with_the_process_and_dropping_kills_the_group()
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn a_process_killed_at_the_memory_limit_is_reported_as_oom() {
     let Some(docker) = engine().await else { return };
     let mut opts = opts("oom");
@@ -343,6 +375,10 @@ async fn a_process_killed_at_the_memory_limit_is_reported_as_oom() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn one_container_serves_every_process_of_its_slot() {
     let Some(docker) = engine().await else { return };
     let slot = Slot::start(&docker, opts("reuse")).await;
@@ -385,6 +421,10 @@ async fn one_container_serves_every_process_of_its_slot() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn processes_run_as_the_containers_user() {
     let Some(docker) = engine().await else { return };
     let mut opts = opts("user");
@@ -406,6 +446,10 @@ async fn processes_run_as_the_containers_user() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn an_image_without_a_shell_fails_with_the_engines_message() {
     let Some(docker) = engine().await else { return };
     let slot = Slot::start(&docker, opts("no-shell")).await;

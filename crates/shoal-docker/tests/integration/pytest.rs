@@ -48,6 +48,10 @@ fn finish_outcomes(messages: &[Value]) -> Vec<(String, String)> {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn the_pytest_plugin_reports_through_the_fifo() {
     let Some(docker) = engine().await else { return };
     let (slot, plugin_dir) = python_slot(&docker, "pytest").await;
@@ -82,6 +86,10 @@ async fn the_pytest_plugin_reports_through_the_fifo() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn a_serving_pytest_runs_batches_sent_on_stdin() {
     let Some(docker) = engine().await else { return };
     let (slot, plugin_dir) = python_slot(&docker, "pytest-serve").await;

@@ -21,6 +21,10 @@ fn dead_owner(run: &str, marker: &str) -> BTreeMap<String, String> {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn leftovers_of_a_dead_run_are_reaped_and_live_ones_kept() {
     let Some(docker) = engine().await else { return };
     let marker = format!("reaper-{}", std::process::id());

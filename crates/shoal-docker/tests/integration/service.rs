@@ -127,6 +127,10 @@ fn not_ready(error: DockerError) -> (String, String, Duration, Vec<String>) {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn a_service_is_reached_by_its_name_from_the_slot_container() {
     let Some(docker) = engine().await else { return };
     let test = "svc-name";
@@ -156,6 +160,10 @@ async fn a_service_is_reached_by_its_name_from_the_slot_container() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn the_slots_networks_are_isolated_from_each_other() {
     let Some(docker) = engine().await else { return };
     let test = "svc-isolated";
@@ -215,6 +223,10 @@ async fn the_slots_networks_are_isolated_from_each_other() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn tcp_and_http_readiness_wait_for_a_server_that_listens_late() {
     let Some(docker) = engine().await else { return };
     let test = "svc-late";
@@ -261,6 +273,10 @@ async fn tcp_and_http_readiness_wait_for_a_server_that_listens_late() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn http_readiness_wants_a_2xx_answer() {
     let Some(docker) = engine().await else { return };
     let test = "svc-404";
@@ -284,6 +300,10 @@ async fn http_readiness_wants_a_2xx_answer() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn log_readiness_matches_lines_old_and_new() {
     let Some(docker) = engine().await else { return };
     let test = "svc-log";
@@ -344,6 +364,10 @@ async fn log_readiness_matches_lines_old_and_new() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn command_readiness_runs_the_check_in_the_container() {
     let Some(docker) = engine().await else { return };
     let test = "svc-command";
@@ -392,6 +416,10 @@ async fn command_readiness_runs_the_check_in_the_container() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn a_readiness_timeout_names_the_service_and_shows_its_log() {
     let Some(docker) = engine().await else { return };
     let test = "svc-timeout";
@@ -455,6 +483,10 @@ async fn a_readiness_timeout_names_the_service_and_shows_its_log() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn a_service_that_exits_fails_fast_with_its_exit_code() {
     let Some(docker) = engine().await else { return };
     let test = "svc-exits";
@@ -494,6 +526,10 @@ async fn a_service_that_exits_fails_fast_with_its_exit_code() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn published_ports_answer_on_this_hosts_loopback() {
     let Some(docker) = engine().await else { return };
     let test = "svc-publish";
@@ -519,6 +555,10 @@ async fn published_ports_answer_on_this_hosts_loopback() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn logs_since_a_moment_are_the_lines_written_after_it() {
     let Some(docker) = engine().await else { return };
     let test = "svc-logs-since";
@@ -570,6 +610,10 @@ async fn logs_since_a_moment_are_the_lines_written_after_it() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn a_service_carries_its_labels_and_leaves_nothing_behind() {
     let Some(docker) = engine().await else { return };
     let test = "svc-labels";
@@ -631,6 +675,10 @@ async fn a_service_carries_its_labels_and_leaves_nothing_behind() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn a_service_that_cannot_start_leaves_nothing_behind() {
     let Some(docker) = engine().await else { return };
     let test = "svc-no-start";
@@ -668,6 +716,10 @@ async fn a_service_that_cannot_start_leaves_nothing_behind() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn readiness_of_a_container_shoal_did_not_create_waits_for_its_healthcheck() {
     let Some(docker) = engine().await else { return };
     // As a compose file would make it: not through ServiceContainer.

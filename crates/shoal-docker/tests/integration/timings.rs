@@ -10,6 +10,10 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 async fn container_start_and_exec_overhead() {
     let Some(docker) = engine().await else { return };
     let mut starts = Vec::new();

@@ -15,25 +15,51 @@ use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-mod backends;
-mod parity;
-
 const TOKEN: &str = "e2e-secret-token-7d1c";
 
-/// The stores to run against: SQLite always, PostgreSQL when available.
-fn backends() -> Vec<Backend> {
-    let mut out = vec![Backend::Sqlite];
+/// The PostgreSQL server of `SHOAL_TEST_POSTGRES_URL`; the `postgres`
+/// variant of a [`per_store!`] test runs only where it is set (or in CI,
+/// where its absence fails).
+fn postgres() -> Backend {
     match std::env::var("SHOAL_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => out.push(Backend::Postgres(url)),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI must provide PostgreSQL: set SHOAL_TEST_POSTGRES_URL (scripts/test does)")
-        }
-        _ => eprintln!(
-            "distributed tests: PostgreSQL variant SKIPPED (SHOAL_TEST_POSTGRES_URL is unset)"
-        ),
+        Ok(url) if !url.is_empty() => Backend::Postgres(url),
+        _ => panic!("PostgreSQL is needed: set SHOAL_TEST_POSTGRES_URL (scripts/test does)"),
     }
-    out
 }
+
+/// A test once per store: module `NAME` with tests `sqlite` and
+/// `postgres`, each running the body with `BACKEND: &Backend`. The
+/// `postgres` one is reported ignored, with the reason, where this build may
+/// not use PostgreSQL (see `shoal-testenv`), never passed.
+macro_rules! per_store {
+    ($(#[$m:meta])* fn $name:ident($backend:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn body($backend: &crate::distributed::Backend) $body
+
+            $(#[$m])*
+            #[test]
+            fn sqlite() {
+                body(&crate::distributed::Backend::Sqlite)
+            }
+
+            $(#[$m])*
+            #[test]
+            #[cfg_attr(
+                not(shoal_has_postgres),
+                ignore = "needs PostgreSQL: set SHOAL_TEST_POSTGRES_URL (scripts/test does)"
+            )]
+            fn postgres() {
+                body(&crate::distributed::postgres())
+            }
+        }
+    };
+}
+
+mod backends;
+mod parity;
 
 #[derive(Debug, Clone)]
 enum Backend {
@@ -418,10 +444,9 @@ fn wait_for_finals(c: &Cluster, name: &str, n: usize) {
     }
 }
 
-#[test]
-fn a_run_on_two_workers_completes_with_every_result_recorded_once() {
-    for backend in backends() {
-        let mut c = Cluster::new(&backend, "10s");
+per_store! {
+    fn a_run_on_two_workers_completes_with_every_result_recorded_once(backend) {
+        let mut c = Cluster::new(backend, "10s");
         c.start_worker("w1", 2);
         c.start_worker("w2", 2);
         let out = c.client("run").run();
@@ -436,10 +461,9 @@ fn a_run_on_two_workers_completes_with_every_result_recorded_once() {
     }
 }
 
-#[test]
-fn a_worker_killed_mid_batch_loses_no_test() {
-    for backend in backends() {
-        let mut c = Cluster::new(&backend, "2s");
+per_store! {
+    fn a_worker_killed_mid_batch_loses_no_test(backend) {
+        let mut c = Cluster::new(backend, "2s");
         let doomed = c.start_worker("doomed", 2);
         let client = c.client("run").spawn();
         wait_for_finals(&c, "run", 3);
@@ -450,10 +474,9 @@ fn a_worker_killed_mid_batch_loses_no_test() {
     }
 }
 
-#[test]
-fn the_coordinator_killed_and_restarted_resumes_the_run() {
-    for backend in backends() {
-        let mut c = Cluster::new(&backend, "3s");
+per_store! {
+    fn the_coordinator_killed_and_restarted_resumes_the_run(backend) {
+        let mut c = Cluster::new(backend, "3s");
         c.start_worker("w1", 2);
         let client = c.client("run").spawn();
         wait_for_finals(&c, "run", 5);
@@ -477,10 +500,9 @@ fn the_coordinator_killed_and_restarted_resumes_the_run() {
     }
 }
 
-#[test]
-fn a_cut_off_worker_is_replaced_and_its_late_results_are_fenced() {
-    for backend in backends() {
-        let mut c = Cluster::new(&backend, "2s");
+per_store! {
+    fn a_cut_off_worker_is_replaced_and_its_late_results_are_fenced(backend) {
+        let mut c = Cluster::new(backend, "2s");
         let cut = c.start_worker("cut", 1);
         let client = c.client("run").spawn();
         wait_for_finals(&c, "run", 2);
@@ -502,16 +524,20 @@ fn a_cut_off_worker_is_replaced_and_its_late_results_are_fenced() {
     }
 }
 
-#[test]
-fn two_runs_at_once_both_progress_and_do_not_share_directories() {
-    for backend in backends() {
-        let mut c = Cluster::new(&backend, "10s");
-        c.start_worker("w1", 2);
-        c.start_worker("w2", 2);
+per_store! {
+    fn two_runs_at_once_both_progress_and_do_not_share_directories(backend) {
+        let mut c = Cluster::new(backend, "10s");
         let second = c.project.out("second-project");
         copy_dir(c.project.root(), &second);
         let a = c.client("a").spawn();
         let b = c.client_in(&second, "b").spawn();
+        // Both runs queued before any worker comes, so that fair share, not
+        // which client was quicker to discover and upload, decides the
+        // order (under load one client could otherwise finish first).
+        wait_for_line(&c, "a", "run_started");
+        wait_for_line(&c, "b", "run_started");
+        c.start_worker("w1", 2);
+        c.start_worker("w2", 2);
         let (a, b) = (finish(a), finish(b));
         c.assert_complete("a", &a);
         c.assert_complete("b", &b);
@@ -538,10 +564,9 @@ fn two_runs_at_once_both_progress_and_do_not_share_directories() {
     }
 }
 
-#[test]
-fn a_bad_token_is_refused_with_a_clear_error() {
-    for backend in backends() {
-        let c = Cluster::new(&backend, "10s");
+per_store! {
+    fn a_bad_token_is_refused_with_a_clear_error(backend) {
+        let c = Cluster::new(backend, "10s");
         let out = c
             .project
             .shoal(["run", "--server", &c.url()])
@@ -804,24 +829,33 @@ impl Drop for NetNs {
     }
 }
 
-#[test]
-fn a_worker_in_a_network_namespace_partitioned_and_healed_is_fenced() {
-    for backend in backends() {
-        partition_in_a_namespace(&backend);
+mod a_worker_in_a_network_namespace_partitioned_and_healed_is_fenced {
+    use super::*;
+
+    #[test]
+    #[cfg_attr(
+        not(shoal_has_netns),
+        ignore = "needs network namespaces (root and `ip netns`): set SHOAL_TEST_NETNS=1 (scripts/test does where it can)"
+    )]
+    fn sqlite() {
+        partition_in_a_namespace(&Backend::Sqlite);
+    }
+
+    #[test]
+    #[cfg_attr(
+        not(all(shoal_has_netns, shoal_has_postgres)),
+        ignore = "needs network namespaces and PostgreSQL: set SHOAL_TEST_NETNS=1 and SHOAL_TEST_POSTGRES_URL (scripts/test does where it can)"
+    )]
+    fn postgres() {
+        partition_in_a_namespace(&super::postgres());
     }
 }
 
 fn partition_in_a_namespace(backend: &Backend) {
-    let ns = match NetNs::create() {
-        Ok(ns) => ns,
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI runs as root and must be able to create a network namespace: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: cannot create a network namespace here (needs root): {e}");
-            return;
-        }
-    };
+    // Runs only where the build was told namespaces work (shoal_has_netns).
+    let ns = NetNs::create().unwrap_or_else(|e| {
+        panic!("SHOAL_TEST_NETNS offered network namespaces, but one cannot be created: {e}")
+    });
     let mut c = Cluster::listening_on(backend, "2s", &ns.host_ip);
     let cut = c.start_worker_in(&ns.name, "netns", 1);
     let client = c.client("run").spawn();
@@ -950,6 +984,10 @@ fn a_test_that_kills_its_worker_is_a_crash_after_a_few_tries() {
 /// A suite with an `environment` on a remote worker: the worker starts the
 /// slot containers on its own engine and removes them when the run ends.
 #[test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 fn a_container_suite_runs_in_containers_on_a_remote_worker() {
     if !crate::containers::docker_ready() {
         return;
@@ -1093,15 +1131,14 @@ fn wait_for_instance(cache: &std::path::Path, k: u32, pid: i32) -> String {
     }
 }
 
-/// Issue 11: three `shoal worker --server URL` on one host with default
-/// options shared the host name and `~/.cache/shoal-worker`, materialized
-/// the same run directory over each other, and every test crashed
-/// (`getcwd: cannot access parent directories`). Each now takes its own
-/// instance of the shared cache directory and its own default name.
-#[test]
-fn three_workers_with_default_options_on_one_host_run_a_suite_without_clashing() {
-    for backend in backends() {
-        let mut c = Cluster::new(&backend, "10s");
+per_store! {
+    /// Issue 11: three `shoal worker --server URL` on one host with default
+    /// options shared the host name and `~/.cache/shoal-worker`, materialized
+    /// the same run directory over each other, and every test crashed
+    /// (`getcwd: cannot access parent directories`). Each now takes its own
+    /// instance of the shared cache directory and its own default name.
+    fn three_workers_with_default_options_on_one_host_run_a_suite_without_clashing(backend) {
+        let mut c = Cluster::new(backend, "10s");
         let home = c.project.out("home");
         std::fs::create_dir_all(&home).expect("create HOME");
         let cache = home.join(".cache/shoal-worker");
@@ -1204,16 +1241,15 @@ fn a_second_worker_with_a_taken_name_on_the_same_cache_directory_is_refused() {
     c.assert_complete("run", &out);
 }
 
-/// A worker killed (SIGKILL) and restarted at once with the same --name
-/// and cache directory: the kernel released its instance lock, so it takes
-/// the same instance back; the coordinator, which still counts the old
-/// registration as live (heartbeat within the lease timeout), accepts the
-/// new process and shows it as `NAME#2` rather than refusing it.
-#[test]
-fn a_worker_restarted_after_sigkill_with_its_name_is_accepted_at_once() {
-    for backend in backends() {
+per_store! {
+    /// A worker killed (SIGKILL) and restarted at once with the same --name
+    /// and cache directory: the kernel released its instance lock, so it takes
+    /// the same instance back; the coordinator, which still counts the old
+    /// registration as live (heartbeat within the lease timeout), accepts the
+    /// new process and shows it as `NAME#2` rather than refusing it.
+    fn a_worker_restarted_after_sigkill_with_its_name_is_accepted_at_once(backend) {
         // A long lease timeout keeps the dead registration live throughout.
-        let mut c = Cluster::new(&backend, "30s");
+        let mut c = Cluster::new(backend, "30s");
         let cache = c.project.out("restart-cache");
         let first = c.worker_cmd("steady", &cache).spawn();
         c.workers.push(first);

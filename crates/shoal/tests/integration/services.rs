@@ -132,6 +132,10 @@ fn assert_each_slot_had_its_own_pair(project: &Project, lines: usize) {
 }
 
 #[test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 fn two_slots_each_get_their_own_pair_of_servers() {
     if !docker_ready() {
         return;
@@ -152,6 +156,10 @@ fn two_slots_each_get_their_own_pair_of_servers() {
 }
 
 #[test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 fn a_readiness_timeout_names_the_service_and_shows_its_log() {
     if !docker_ready() {
         return;
@@ -194,6 +202,10 @@ fn a_readiness_timeout_names_the_service_and_shows_its_log() {
 }
 
 #[test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 fn a_failing_test_carries_its_services_log_lines() {
     if !docker_ready() {
         return;
@@ -243,6 +255,10 @@ fn a_failing_test_carries_its_services_log_lines() {
 }
 
 #[test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 fn slot_setup_runs_after_readiness_and_reaches_services_from_the_host() {
     if !docker_ready() {
         return;
@@ -279,6 +295,10 @@ fn slot_setup_runs_after_readiness_and_reaches_services_from_the_host() {
 }
 
 #[test]
+#[cfg_attr(
+    not(shoal_has_docker),
+    ignore = "needs a Docker engine and the test images: set SHOAL_TEST_DOCKER=1 (scripts/test does, after scripts/test-images.sh)"
+)]
 fn a_compose_file_suite_runs_one_project_per_slot() {
     if !docker_ready() {
         return;

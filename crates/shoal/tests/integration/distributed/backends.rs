@@ -2,7 +2,7 @@
 //! (`--server`, issue 12): the same commands as locally, their runs made by
 //! the coordinator's workers and recorded in its store with their kind.
 
-use super::{Cluster, TOKEN, backends};
+use super::{Backend, Cluster, TOKEN};
 use crate::events::Events;
 use crate::support::git;
 
@@ -25,10 +25,9 @@ fn remote_cmd(c: &Cluster, args: &[&str]) -> crate::support::Cmd {
         .env("SHOAL_TOKEN", TOKEN)
 }
 
-#[test]
-fn stress_on_a_coordinator_decides_flaky_and_stable() {
-    for backend in backends() {
-        let mut c = Cluster::of_fixture("flaky-project", &backend, "10s", "127.0.0.1");
+per_store! {
+    fn stress_on_a_coordinator_decides_flaky_and_stable(backend) {
+        let mut c = Cluster::of_fixture("flaky-project", backend, "10s", "127.0.0.1");
         c.start_worker("s1", 1);
         c.start_worker("s2", 1);
         let out = remote_cmd(
@@ -88,8 +87,7 @@ fn commit(c: &Cluster, file: &str, text: &str, message: &str) -> String {
 
 #[test]
 fn bisect_flake_on_a_coordinator_names_the_culprit() {
-    let backend = backends().remove(0);
-    let mut c = Cluster::of_fixture("flaky-project", &backend, "10s", "127.0.0.1");
+    let mut c = Cluster::of_fixture("flaky-project", &Backend::Sqlite, "10s", "127.0.0.1");
     c.start_worker("b1", 1);
     c.start_worker("b2", 1);
     git(c.project.root(), &["init", "-q", "-b", "main"]);
@@ -129,8 +127,7 @@ fn bisect_flake_on_a_coordinator_names_the_culprit() {
 
 #[test]
 fn bisect_order_on_a_coordinator_replays_in_one_runner() {
-    let backend = backends().remove(0);
-    let mut c = Cluster::of_fixture("flaky-project", &backend, "10s", "127.0.0.1");
+    let mut c = Cluster::of_fixture("flaky-project", &Backend::Sqlite, "10s", "127.0.0.1");
     // One slot: the shuffled runs put the polluter before the victim in
     // one runner about every second seed.
     c.start_worker("o1", 1);
@@ -183,8 +180,7 @@ fn bisect_order_on_a_coordinator_replays_in_one_runner() {
 /// history at all, and the run says so.
 #[test]
 fn auto_quarantine_of_a_remote_run_reads_the_coordinators_history() {
-    let backend = backends().remove(0);
-    let mut c = Cluster::of_fixture("flaky-project", &backend, "10s", "127.0.0.1");
+    let mut c = Cluster::of_fixture("flaky-project", &Backend::Sqlite, "10s", "127.0.0.1");
     c.start_worker("q1", 2);
     // History on the coordinator: two runs of 30 repetitions on one commit.
     git(c.project.root(), &["init", "-q", "-b", "main"]);

@@ -4,7 +4,7 @@
 //! in final results per test, counts, the process's exit code,
 //! `run_finished.exit_code` and the stored run row fails the test.
 
-use super::{Backend, Cluster, backends};
+use super::{Backend, Cluster};
 use crate::events::Events;
 use crate::support::Output;
 use std::collections::BTreeMap;
@@ -184,11 +184,10 @@ fn cluster(backend: &Backend) -> Cluster {
     c
 }
 
-/// Every way a test ends, with a timeout, retries and a shuffle seed.
-#[test]
-fn timeouts_crashes_retries_and_quarantine_end_the_same_locally_and_remotely() {
-    for backend in backends() {
-        let c = cluster(&backend);
+per_store! {
+    /// Every way a test ends, with a timeout, retries and a shuffle seed.
+    fn timeouts_crashes_retries_and_quarantine_end_the_same_locally_and_remotely(backend) {
+        let c = cluster(backend);
         let v = both(
             &c,
             "mixed",
@@ -231,12 +230,11 @@ fn timeouts_crashes_retries_and_quarantine_end_the_same_locally_and_remotely() {
     }
 }
 
-/// `--fail-on-flaky` with `--repeat`: a run whose only blemish is a flaky
-/// test fails, by the same verdict, in the event and in the store.
-#[test]
-fn fail_on_flaky_and_repeat_decide_the_same_locally_and_remotely() {
-    for backend in backends() {
-        let c = cluster(&backend);
+per_store! {
+    /// `--fail-on-flaky` with `--repeat`: a run whose only blemish is a flaky
+    /// test fails, by the same verdict, in the event and in the store.
+    fn fail_on_flaky_and_repeat_decide_the_same_locally_and_remotely(backend) {
+        let c = cluster(backend);
         let v = both(
             &c,
             "flaky",
@@ -257,12 +255,11 @@ fn fail_on_flaky_and_repeat_decide_the_same_locally_and_remotely() {
     }
 }
 
-/// A run whose only failure is quarantined passes, locally and remotely,
-/// and says how many failures it excused.
-#[test]
-fn a_quarantined_failure_is_excused_the_same_locally_and_remotely() {
-    for backend in backends() {
-        let c = cluster(&backend);
+per_store! {
+    /// A run whose only failure is quarantined passes, locally and remotely,
+    /// and says how many failures it excused.
+    fn a_quarantined_failure_is_excused_the_same_locally_and_remotely(backend) {
+        let c = cluster(backend);
         let v = both(
             &c,
             "quarantine",
@@ -278,13 +275,12 @@ fn a_quarantined_failure_is_excused_the_same_locally_and_remotely() {
     }
 }
 
-/// The broken-build guard: with most of a run failing, retries stop and
-/// both kinds of run say so once. How many retries ran before it tripped
-/// depends on timing, so attempts are not compared; verdicts are.
-#[test]
-fn the_broken_build_guard_trips_the_same_locally_and_remotely() {
-    for backend in backends() {
-        let c = cluster(&backend);
+per_store! {
+    /// The broken-build guard: with most of a run failing, retries stop and
+    /// both kinds of run say so once. How many retries ran before it tripped
+    /// depends on timing, so attempts are not compared; verdicts are.
+    fn the_broken_build_guard_trips_the_same_locally_and_remotely(backend) {
+        let c = cluster(backend);
         let v = both_with(
             &c,
             "broken",
