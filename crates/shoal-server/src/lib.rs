@@ -123,6 +123,7 @@ struct Shared {
     blobs: BlobStore,
     lease_timeout: Duration,
     max_requeues: u32,
+    clock: Arc<dyn run::Clock>,
     incarnation: String,
     inner: Mutex<Inner>,
     /// Wakes long-polling lease requests: work was added or freed.
@@ -217,6 +218,7 @@ pub async fn serve(
         blobs,
         lease_timeout: opts.lease_timeout,
         max_requeues: opts.max_requeues,
+        clock: Arc::new(run::SystemClock::new()),
         incarnation: uuid::Uuid::now_v7().to_string(),
         inner: Mutex::new(Inner::default()),
         work: Notify::new(),
@@ -271,6 +273,7 @@ async fn resume_runs(shared: &Arc<Shared>) -> Result<(), ServerError> {
             base,
             shared.lease_timeout,
             shared.max_requeues,
+            shared.clock.clone(),
         ) {
             Ok(r) => r,
             Err(e) => {
@@ -892,6 +895,7 @@ impl Coordinator for Service {
             base,
             self.shared.lease_timeout,
             self.shared.max_requeues,
+            self.shared.clock.clone(),
         )
         .map_err(|e| Status::invalid_argument(format!("cannot plan the run: {e}")))?;
         let spec_json = serde_json::to_string(&spec)

@@ -12,6 +12,7 @@ use shoal_engine::{AttemptResult, RunRules, RunState};
 use shoal_sched::{Adopted, ExecId, Lease, PlannedTest, Restored, SchedConfig, SlotId};
 use shoal_store::AttemptRecord;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -80,6 +81,35 @@ impl RunSpec {
 
 pub use shoal_engine::HeldLease;
 
+/// The coordinator's monotonic clock, which lease deadlines are measured
+/// in: injected, so a run's expiry can be tested without waiting.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Time since the clock's origin.
+    fn now(&self) -> Duration;
+}
+
+/// The real clock: time since it was made.
+#[derive(Debug)]
+pub struct SystemClock(Instant);
+
+impl SystemClock {
+    pub fn new() -> SystemClock {
+        SystemClock(Instant::now())
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        SystemClock::new()
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> Duration {
+        self.0.elapsed()
+    }
+}
+
 /// One run's live state.
 #[derive(Debug)]
 pub struct Run {
@@ -87,7 +117,7 @@ pub struct Run {
     pub spec: RunSpec,
     /// Every decision of the run ([`RunState`], as a local run has it).
     pub state: RunState,
-    epoch: Instant,
+    clock: Arc<dyn Clock>,
     pub events: Vec<String>,
     pub seq: watch::Sender<u64>,
     pub start: f64,
@@ -107,6 +137,7 @@ impl Run {
         token_base: u64,
         lease_timeout: Duration,
         max_requeues: u32,
+        clock: Arc<dyn Clock>,
     ) -> Result<Run, shoal_sched::SchedError> {
         let rules = RunRules {
             sched: SchedConfig {
@@ -128,7 +159,7 @@ impl Run {
             start: spec.submitted,
             spec,
             state,
-            epoch: Instant::now(),
+            clock,
             events: Vec::new(),
             seq: watch::channel(0).0,
             finished: false,
@@ -139,7 +170,7 @@ impl Run {
     }
 
     pub fn now(&self) -> Duration {
-        self.epoch.elapsed()
+        self.clock.now()
     }
 
     /// Appends an event to the log watchers follow.
@@ -361,5 +392,221 @@ pub fn adopted(worker: u32, slot: u32, token: u64, items: Vec<(ExecId, u32)>) ->
         slot: SlotId::new(worker, slot),
         token,
         items,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::{Event, FinalStatus};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A clock the test moves.
+    #[derive(Debug, Default)]
+    struct ManualClock(AtomicU64);
+
+    impl ManualClock {
+        fn advance(&self, d: Duration) {
+            self.0.fetch_add(d.as_nanos() as u64, Ordering::SeqCst);
+        }
+    }
+
+    impl Clock for ManualClock {
+        fn now(&self) -> Duration {
+            Duration::from_nanos(self.0.load(Ordering::SeqCst))
+        }
+    }
+
+    const LEASE: Duration = Duration::from_secs(10);
+
+    fn spec(names: &[&str], settings: RunSettings) -> RunSpec {
+        RunSpec {
+            manifest_digest: "m".into(),
+            config_toml: String::new(),
+            project_dir: String::new(),
+            retries: None,
+            user: "u".into(),
+            commit: Some("c0ffee".into()),
+            dirty: false,
+            selection: String::new(),
+            repeat: 1,
+            submitted: 1.0,
+            tests: names
+                .iter()
+                .map(|n| SpecTest {
+                    suite: "py".into(),
+                    name: (*n).into(),
+                    group: "g".into(),
+                    estimate_us: 1000,
+                    retries: 0,
+                    max_batch: 1,
+                    overhead_us: 0,
+                    locality: None,
+                })
+                .collect(),
+            shuffle: None,
+            scopes: Default::default(),
+            settings,
+        }
+    }
+
+    fn run_of(names: &[&str], settings: RunSettings) -> (Run, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::default());
+        let run = Run::new(
+            "r1".into(),
+            spec(names, settings),
+            1000,
+            LEASE,
+            2,
+            clock.clone(),
+        )
+        .expect("plans");
+        (run, clock)
+    }
+
+    fn result(at: f64) -> ResultData {
+        ResultData {
+            duration: 0.1,
+            message: None,
+            output: CapturedOutput::default(),
+            start: at,
+            end: at + 0.1,
+        }
+    }
+
+    fn events(run: &Run) -> Vec<Event> {
+        run.events
+            .iter()
+            .map(|j| serde_json::from_str(j).expect("an event"))
+            .collect()
+    }
+
+    /// Leases one batch to worker `w`'s slot 0 and reports `outcome` for
+    /// every test in it.
+    fn run_batch(run: &mut Run, outcome: Outcome) -> bool {
+        let Some(lease) = run.lease(SlotId::new(1, 0), "w", "w-id") else {
+            return false;
+        };
+        for e in &lease.items {
+            run.started(lease.token, e.exec.0, 2.0);
+            run.finished_test(lease.token, e.exec.0, outcome, result(2.0));
+        }
+        run.end_lease(lease.token, "done");
+        true
+    }
+
+    #[test]
+    fn results_become_events_and_records_and_the_run_finishes_once_written() {
+        let (mut run, _) = run_of(&["a", "b"], RunSettings::default());
+        while run_batch(&mut run, Outcome::Pass) {}
+        assert!(
+            run.check_finished().is_none(),
+            "not finished while its records are unwritten"
+        );
+        let records = run.take_pending();
+        assert_eq!(records.len(), 2);
+        assert!(
+            records
+                .iter()
+                .all(|r| r.commit.as_deref() == Some("c0ffee"))
+        );
+        run.written(records, true);
+        let fin = run.check_finished().expect("finished");
+        assert_eq!((fin.counts.passed, fin.exit_code), (2, 0));
+        assert!(run.check_finished().is_none(), "run_finished comes once");
+        let evs = events(&run);
+        assert_eq!(
+            evs.iter()
+                .filter(|e| matches!(e, Event::AttemptStarted(_)))
+                .count(),
+            2
+        );
+        assert!(matches!(evs.last(), Some(Event::RunFinished(_))));
+    }
+
+    #[test]
+    fn a_failed_write_keeps_the_records_for_the_next() {
+        let (mut run, _) = run_of(&["a"], RunSettings::default());
+        run_batch(&mut run, Outcome::Fail);
+        let records = run.take_pending();
+        run.written(records, false);
+        assert!(run.check_finished().is_none());
+        let again = run.take_pending();
+        assert_eq!(again.len(), 1, "the failed write's records come back");
+        run.written(again, true);
+        assert_eq!(run.check_finished().map(|f| f.exit_code), Some(1));
+    }
+
+    #[test]
+    fn an_unrenewed_lease_expires_on_the_clock_and_its_test_is_requeued_then_a_crash() {
+        let (mut run, clock) = run_of(&["killer"], RunSettings::default());
+        for round in 0..3 {
+            let lease = run
+                .lease(SlotId::new(1, 0), "w", "w-id")
+                .unwrap_or_else(|| panic!("round {round}: the test is leased again"));
+            clock.advance(LEASE - Duration::from_millis(1));
+            assert!(run.expire().is_empty(), "not before its deadline");
+            clock.advance(Duration::from_millis(1));
+            let expired = run.expire();
+            assert_eq!(expired.len(), 1);
+            assert_eq!(expired[0].lease.token, lease.token);
+            assert_eq!(expired[0].owner, "w-id");
+        }
+        // max_requeues = 2: the third loss is final.
+        let crash = events(&run)
+            .into_iter()
+            .find_map(|e| match e {
+                Event::AttemptFinished(a) => Some(a),
+                _ => None,
+            })
+            .expect("a final attempt");
+        assert_eq!(crash.outcome, Outcome::Crash);
+        assert_eq!(crash.final_status, Some(FinalStatus::Failed));
+        assert!(
+            crash
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("3 tries") && m.contains("stopped renewing")),
+            "{crash:?}"
+        );
+    }
+
+    #[test]
+    fn the_spec_settings_quarantine_and_fail_on_flaky() {
+        let settings = RunSettings {
+            quarantine: vec![TestId::new("py", "q")],
+            ..RunSettings::default()
+        };
+        let (mut run, _) = run_of(&["q"], settings);
+        run_batch(&mut run, Outcome::Fail);
+        let records = run.take_pending();
+        run.written(records, true);
+        let fin = run.check_finished().expect("finished");
+        assert_eq!((fin.counts.failed, fin.quarantined.failed), (1, 1));
+        assert_eq!(fin.exit_code, 0, "a quarantined failure is excused");
+    }
+
+    #[test]
+    fn a_restored_run_counts_what_was_recorded_and_runs_the_rest() {
+        let (mut first, _) = run_of(&["a", "b"], RunSettings::default());
+        run_batch(&mut first, Outcome::Pass);
+        let records = first.take_pending();
+        assert_eq!(records.len(), 1);
+        // A new coordinator: the same spec, the recorded attempts.
+        let (mut again, _) = run_of(&["a", "b"], RunSettings::default());
+        let (restored, kept) = again.restore(&records, &[]);
+        assert_eq!((restored, kept.len()), (1, 0));
+        let replayed = again.take_pending();
+        assert!(replayed.is_empty(), "replayed attempts are not rewritten");
+        again.written(replayed, true);
+        assert!(run_batch(&mut again, Outcome::Pass));
+        assert!(
+            !run_batch(&mut again, Outcome::Pass),
+            "only the other test was left"
+        );
+        let pending = again.take_pending();
+        again.written(pending, true);
+        let fin = again.check_finished().expect("finished");
+        assert_eq!(fin.counts.passed, 2);
     }
 }
