@@ -5,7 +5,7 @@
 //! notice. It is fed by slot requests, results, releases and the clock
 //! (every method takes `now`), and turns them into [`Event`]s that the
 //! caller drains with [`RunState::take_events`]: the local loop
-//! (`shoal-runner`) and the coordinator (`shoal-server`) drive this same
+//! (`shoal-runner`) and the coordinator (`shoal-coordinator`) drive this same
 //! type, so a run decides the same way wherever it runs. Store rows are
 //! built from the events. [`exit_code`] is the one place a run's exit code
 //! is decided.

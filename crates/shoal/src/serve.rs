@@ -1,5 +1,5 @@
 //! `shoal serve` (the coordinator) and `shoal worker`: argument parsing and
-//! wiring; the work is in `shoal-server` and `shoal-worker`.
+//! wiring; the work is in `shoal-coordinator` and `shoal-worker`.
 
 use crate::exit_code::ShoalExitCode;
 use crate::fail;
@@ -129,7 +129,7 @@ pub async fn serve_cmd(root: &Path, args: ServeArgs) -> ShoalExitCode {
     );
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    let opts = shoal_server::ServeOptions {
+    let opts = shoal_coordinator::ServeOptions {
         store,
         tokens: TokenSet::new(&tokens),
         data_dir,
@@ -137,7 +137,7 @@ pub async fn serve_cmd(root: &Path, args: ServeArgs) -> ShoalExitCode {
         max_requeues: args.max_requeues,
         tls,
     };
-    match shoal_server::serve(listener, opts, shutdown).await {
+    match shoal_coordinator::serve(listener, opts, shutdown).await {
         Ok(()) => ShoalExitCode::Success,
         Err(e) => crate::fail_err(ShoalExitCode::Infrastructure, &e),
     }

@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo build --release -p shoal
-//! cargo run --release -p shoal-server --example fleet -- \
+//! cargo run --release -p shoal-coordinator --example fleet -- \
 //!     [--tests 100000] [--workers 200] [--slots 8] [--max-batch 64,1] \
 //!     [--runs 1] [--workers-per-channel 16] [--shoal PATH] [--timeout 900] \
 //!     [--rpc-baseline 200000] [--store-probe 5000]
