@@ -304,6 +304,11 @@ fn cargo_program(env: &BTreeMap<String, String>) -> String {
 
 #[async_trait]
 impl Adapter for CargoAdapter {
+    /// libtest exits 101 when tests failed: that is the tool working.
+    fn exit_is_abnormal(&self, status: &shoal_exec::ExitStatus) -> bool {
+        !status.success() && *status != shoal_exec::ExitStatus::Code(101)
+    }
+
     fn name(&self) -> &'static str {
         "cargo"
     }

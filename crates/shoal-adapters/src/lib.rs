@@ -159,6 +159,15 @@ pub trait Adapter: Send + Sync + std::fmt::Debug {
     fn locality(&self, _test: &TestCase) -> Option<String> {
         None
     }
+    /// What a test process's exit status says about the tool itself: `true`
+    /// when it stopped abnormally (crashed, was killed, failed to start),
+    /// `false` when it ran and exited as the tool does, whether or not
+    /// tests failed. The default reads exit 0 and 1 as normal (pytest,
+    /// JUnit-writing tools); an adapter whose tool marks failed tests with
+    /// another code says so (libtest exits 101).
+    fn exit_is_abnormal(&self, status: &shoal_exec::ExitStatus) -> bool {
+        !status.success() && *status != shoal_exec::ExitStatus::Code(1)
+    }
     /// Whether invocations report per-test progress on the progress pipe.
     fn reports_progress(&self) -> bool {
         false

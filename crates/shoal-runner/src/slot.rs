@@ -4,6 +4,8 @@
 //! test that was running, and reports each result. Tests that did not get to
 //! run are left unreported, so releasing the lease requeues them.
 
+mod attribution;
+
 use crate::SuiteRuntime;
 use crate::containers::ServiceLog;
 use crate::coordinator::ToCoord;
@@ -562,9 +564,10 @@ impl LeaseRunner<'_> {
         }
     }
 
-    /// Decides what each test of a finished process without a result gets
-    /// (see docs/design/execution.md). Returns the tests no one can be
-    /// blamed for: several tests in one process without progress.
+    /// Reports what each test of a finished process without a streamed
+    /// result gets ([`attribution::attribute`], a pure function of what was
+    /// observed). Returns the tests no one can be blamed for: several tests
+    /// in one process without progress.
     #[expect(
         clippy::too_many_arguments,
         reason = "one call site per kind of process, all the facts are needed"
@@ -579,88 +582,35 @@ impl LeaseRunner<'_> {
         inv_start: f64,
         end: f64,
     ) -> Vec<TestCase> {
-        let timeout = self.suite.config.timeout;
-        let crashed = !exit.status.success() && !matches!(exit.status, ExitStatus::Code(1))
-            || f.stopped.is_some();
-        let any_died_running = progress_mode
-            && tests.iter().any(|c| {
-                !results.contains_key(&c.id.name)
-                    && !f.streamed.contains(&c.id.name)
-                    && f.died_running(&c.id.name)
-            });
+        let observed = attribution::Observed {
+            tests,
+            exit,
+            follow: f,
+            progress_mode,
+            abnormal_exit: self.suite.adapter.exit_is_abnormal(&exit.status),
+            timeout: self.suite.config.timeout,
+            start: inv_start,
+            end,
+        };
         let mut unattributed = Vec::new();
-        for case in tests.iter().filter(|c| !f.streamed.contains(&c.id.name)) {
-            let name = &case.id.name;
-            let start = f.started_at.get(name).copied().unwrap_or(inv_start);
-            if let Some(mut r) = results.get(name).cloned() {
-                let end_t = f
-                    .finished_at
-                    .get(name)
-                    .copied()
-                    .unwrap_or_else(|| (start + r.duration.as_secs_f64()).min(end).max(start));
-                if r.output.text.is_empty() && tests.len() == 1 {
-                    r.output = exit.output.clone();
-                }
-                self.report(case, r, start, end_t);
-                continue;
-            }
-            let timed_out = match &f.stopped {
-                Some(Stopped::Cancelled) => continue, // interrupted, not a result
-                // The test that was running, or the only test of a process
-                // without progress.
-                Some(Stopped::Timeout(Some(t))) => t == name,
-                Some(Stopped::Timeout(None)) => !progress_mode && tests.len() == 1,
-                None => false,
-            };
-            if timed_out {
-                let msg = format!("timed out after {}", fmt_duration(timeout));
-                self.report_synth(case, Outcome::Timeout, msg, &exit.output, start, end);
-            } else if progress_mode {
-                if f.died_running(name) {
-                    let msg = format!(
-                        "the test runner died ({}) while this test was running",
-                        ended(exit)
-                    );
-                    self.report_synth(case, Outcome::Crash, msg, &exit.output, start, end);
-                } else if f.started_at.contains_key(name) || (!crashed && !any_died_running) {
-                    // It ran (or the runner finished normally without running
-                    // it) yet no report has it.
-                    let msg = format!(
-                        "the test runner ({}) reported no result for this test",
-                        ended(exit)
-                    );
-                    self.report_synth(case, Outcome::Lost, msg, &exit.output, start, end);
-                }
-                // Otherwise it never started because another test killed the
-                // runner: leave it unreported so the lease release requeues it.
-            } else if tests.len() == 1 {
-                let (outcome, msg) =
-                    if exit.status.success() || exit.status == ExitStatus::Code(1) && !crashed {
-                        (
-                            Outcome::Lost,
-                            format!(
-                                "the test runner ({}) reported no result for this test",
-                                ended(exit)
-                            ),
-                        )
-                    } else {
-                        (
-                            Outcome::Crash,
-                            format!("the test process died ({})", ended(exit)),
-                        )
-                    };
-                self.report_synth(case, outcome, msg, &exit.output, start, end);
-            } else {
-                unattributed.push(case.clone());
-            }
-        }
-        if !unattributed.is_empty() && !crashed {
-            for case in unattributed.drain(..) {
-                let msg = format!(
-                    "the test runner ({}) reported no result for this test",
-                    ended(exit)
-                );
-                self.report_synth(&case, Outcome::Lost, msg, &exit.output, inv_start, end);
+        for verdict in attribution::attribute(&observed, &results) {
+            match verdict {
+                attribution::Verdict::Reported {
+                    case,
+                    result,
+                    start,
+                    end,
+                } => self.report(&case, result, start, end),
+                attribution::Verdict::Decided {
+                    case,
+                    outcome,
+                    message,
+                    start,
+                    end,
+                } => self.report_synth(&case, outcome, message, &exit.output, start, end),
+                // Left without a result: the lease's release requeues it.
+                attribution::Verdict::Requeue(_) => {}
+                attribution::Verdict::Unattributed(case) => unattributed.push(case),
             }
         }
         unattributed
