@@ -5,49 +5,15 @@
 //! in-process channels.
 
 use crate::store_writer::StoreWriter;
+use shoal_core::Event;
 use shoal_core::event::NoticeLevel;
-use shoal_core::{Event, TestResult};
 use shoal_engine::{AttemptResult, RunState};
 use shoal_report::Reporter;
-use shoal_sched::{ExecId, Lease, LeaseId, SlotId};
+use shoal_sched::{Lease, SlotId};
+use shoal_slot::SlotMessage as ToCoord;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-
-/// Messages from slots to the coordinator (in local mode, over a channel;
-/// a remote worker forwards the ones [`SlotCtx::run_lease`] sends over gRPC).
-///
-/// [`SlotCtx::run_lease`]: crate::SlotCtx::run_lease
-#[derive(Debug)]
-pub enum ToCoord {
-    Ask {
-        slot: u32,
-        reply: oneshot::Sender<Option<Lease>>,
-    },
-    Started {
-        lease: LeaseId,
-        exec: ExecId,
-        at: f64,
-    },
-    Result {
-        lease: LeaseId,
-        token: u64,
-        exec: ExecId,
-        result: TestResult,
-        start: f64,
-        end: f64,
-    },
-    Done {
-        lease: LeaseId,
-        token: u64,
-    },
-    /// Something the user should know (e.g. a fallback a slot took).
-    Notice(String),
-    SlotFailed {
-        slot: u32,
-        error: String,
-    },
-}
 
 /// What the coordinator loop ends with, besides the run state.
 #[derive(Debug, Default)]

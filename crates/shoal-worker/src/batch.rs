@@ -13,9 +13,9 @@ use std::time::Duration;
 use shoal_core::{CapturedOutput, Outcome, TestId, TestResult, now_epoch};
 use shoal_exec::Executor;
 use shoal_proto::v1::{Batch, BatchItem};
-use shoal_runner::containers::{Placement, SlotContainers};
-use shoal_runner::{Persistent, SlotCtx, SlotMessage};
 use shoal_sched::{ExecId, Execution, Lease, LeaseId, SlotId};
+use shoal_slot::containers::{Placement, SlotContainers};
+use shoal_slot::{Persistent, SlotCtx, SlotMessage};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

@@ -6,7 +6,7 @@
 //! slot. A batch's run is prepared once per worker ([`prepare`]: snapshot
 //! blobs fetched into the cache, tree materialized, config loaded,
 //! `worker_setup` run once per snapshot, tests discovered); the batch runs
-//! through [`shoal_runner::SlotCtx`], and its results travel back as
+//! through [`shoal_slot::SlotCtx`], and its results travel back as
 //! batched `Report`s ([`report`]) retried until acknowledged.
 //!
 //! - [`worker`](run_worker): the agent loop, heartbeats, draining

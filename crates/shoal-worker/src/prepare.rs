@@ -16,9 +16,9 @@ use sha2::{Digest as _, Sha256};
 use shoal_core::config::{CommandLine, Config};
 use shoal_core::{TestCase, TestId};
 use shoal_proto::v1::RunSpec;
-use shoal_runner::hooks::{HookError, run_hook};
-use shoal_runner::project::{CONFIG_FILE, detect_suites};
-use shoal_runner::{EngineError, SuiteRuntime};
+use shoal_slot::hooks::{HookError, run_hook};
+use shoal_slot::project::{CONFIG_FILE, detect_suites};
+use shoal_slot::{EngineError, SuiteRuntime};
 use shoal_snapshot::{BlobStore, Digest, EntryKind, Manifest, SnapshotError, materialize};
 
 use crate::instance::{Instance, InstanceError};
@@ -341,7 +341,7 @@ where
         }
     };
 
-    let discovered = shoal_runner::list_scoped(&config, &inputs.scopes, &support_dir).await?;
+    let discovered = shoal_slot::list_scoped(&config, &inputs.scopes, &support_dir).await?;
     let mut suites = HashMap::new();
     let mut tests = HashMap::new();
     for d in discovered {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use shoal_core::{CapturedOutput, TestResult};
 use shoal_proto::v1::{ReportRequest, TestFinished, TestStarted};
-use shoal_runner::SlotMessage;
+use shoal_slot::SlotMessage;
 use tokio::time::Instant;
 
 /// An update is sent at most this long after it was made.

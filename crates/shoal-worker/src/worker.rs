@@ -16,7 +16,7 @@ use shoal_proto::v1::{
     Batch, FetchBlobsRequest, GetRunRequest, HeartbeatRequest, HeldLease, LeaseRequest,
     RegisterReply, RegisterRequest, ReportRequest,
 };
-use shoal_runner::SlotMessage;
+use shoal_slot::SlotMessage;
 use shoal_snapshot::Digest;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -941,7 +941,7 @@ impl Worker {
             return;
         }
         let dir = self.cache.run_dir(&entry.run_id);
-        let temp = shoal_runner::run_temp_root(&entry.run_id);
+        let temp = shoal_slot::run_temp_root(&entry.run_id);
         let removed = tokio::task::spawn_blocking(move || {
             remove_dir_if_present(&dir).and(remove_dir_if_present(&temp))
         })

@@ -150,7 +150,7 @@ async fn a_batch_runs_through_the_engine_and_becomes_reports() {
     // The slot's scratch lives in the run directory, its TMPDIR under the
     // system's temp directory (outside any project), with SHOAL_SLOT = 2.
     assert!(run.run_dir.join("slot-2").is_dir());
-    let tmp = shoal_runner::run_temp_root(&run.run_id);
+    let tmp = shoal_slot::run_temp_root(&run.run_id);
     assert!(
         std::fs::read_dir(&tmp)
             .expect("the run's temp root")

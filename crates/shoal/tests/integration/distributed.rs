@@ -779,7 +779,11 @@ fn ip(args: &[&str]) -> Result<(), String> {
 
 impl NetNs {
     fn create() -> Result<NetNs, String> {
-        let n = std::process::id() % 60_000 + 1;
+        // Unique per process and per namespace in it (a test's store
+        // variants run at once in one process).
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = (std::process::id() * 4 + k) % 60_000 + 1;
         let (a, b) = (n / 250 % 250, n % 250);
         let name = format!("shoal-e2e-{n}");
         let (host_if, ns_if) = (format!("sh{n}h"), format!("sh{n}n"));

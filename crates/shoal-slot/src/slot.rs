@@ -8,7 +8,7 @@ mod attribution;
 
 use crate::SuiteRuntime;
 use crate::containers::ServiceLog;
-use crate::coordinator::ToCoord;
+use crate::message::ToCoord;
 use shoal_adapters::junit::recap_output;
 use shoal_adapters::{BatchCtx, Invocation, Progress};
 use shoal_core::config::{CommandLine, SuiteConfig, Workdir};
@@ -174,7 +174,7 @@ impl SlotCtx {
     }
 
     /// The slot's main loop: set up, then run batches until there are none.
-    pub(crate) async fn run(self) {
+    pub async fn run(self) {
         if let Err(error) = self.prepare().await {
             let _ = self.tx.send(ToCoord::SlotFailed {
                 slot: self.slot,
