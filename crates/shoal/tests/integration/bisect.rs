@@ -3,14 +3,16 @@
 
 use crate::support::{Project, git, require_pytest};
 
-fn commit(project: &Project, file: &str, text: &str, message: &str) -> String {
+/// Writes `file` and commits everything; returns the new commit.
+pub(crate) fn commit(project: &Project, file: &str, text: &str, message: &str) -> String {
     project.write(file, text);
     git(project.root(), &["add", "-A"]);
     git(project.root(), &["commit", "-q", "-m", message]);
     git(project.root(), &["rev-parse", "HEAD"])
 }
 
-fn flip(p: &str) -> String {
+/// `test_flips`, failing with probability `p` (the fixture's seeded hash).
+pub(crate) fn flip(p: &str) -> String {
     format!(
         "from conftest import fails\n\n\ndef test_flips():\n    assert not fails(\"test_flips\", {p})\n"
     )

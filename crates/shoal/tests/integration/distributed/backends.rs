@@ -3,6 +3,7 @@
 //! the coordinator's workers and recorded in its store with their kind.
 
 use super::{Backend, Cluster, TOKEN};
+use crate::bisect::{commit, flip};
 use crate::events::Events;
 use crate::support::git;
 
@@ -78,33 +79,26 @@ per_store! {
     }
 }
 
-fn commit(c: &Cluster, file: &str, text: &str, message: &str) -> String {
-    c.project.write(file, text);
-    git(c.project.root(), &["add", "-A"]);
-    git(c.project.root(), &["commit", "-q", "-m", message]);
-    git(c.project.root(), &["rev-parse", "HEAD"])
-}
-
 #[test]
 fn bisect_flake_on_a_coordinator_names_the_culprit() {
     let mut c = Cluster::of_fixture("flaky-project", &Backend::Sqlite, "10s", "127.0.0.1");
     c.start_worker("b1", 1);
     c.start_worker("b2", 1);
     git(c.project.root(), &["init", "-q", "-b", "main"]);
-    let flip = |p: &str| {
-        format!(
-            "from conftest import fails\n\n\ndef test_flips():\n    assert not fails(\"test_flips\", {p})\n"
-        )
-    };
-    let good = commit(&c, "tests/test_flip.py", &flip("0.0"), "add test_flips");
-    commit(&c, "notes.txt", "one\n", "unrelated: notes");
+    let good = commit(
+        &c.project,
+        "tests/test_flip.py",
+        &flip("0.0"),
+        "add test_flips",
+    );
+    commit(&c.project, "notes.txt", "one\n", "unrelated: notes");
     let culprit = commit(
-        &c,
+        &c.project,
         "tests/test_flip.py",
         &flip("0.3"),
         "make test_flips flaky",
     );
-    let bad = commit(&c, "notes.txt", "two\n", "unrelated: more notes");
+    let bad = commit(&c.project, "notes.txt", "two\n", "unrelated: more notes");
     let out = remote_cmd(
         &c,
         &["bisect-flake", "test_flips", "--good", &good, "--bad", &bad],
