@@ -48,7 +48,9 @@
 //! **Out of memory.** A test the kernel kills at the container's memory limit
 //! exits with SIGKILL; [`ProcessExit::oom_killed`] says so, from the
 //! container's OOM kill count ([`SlotContainer::oom_kills`]), which is up to
-//! date for a process once its `wait` has returned.
+//! date for a process once its `wait` has returned (a SIGKILL that shoal did
+//! not send waits up to 3 s for the engine's `oom` event, which can trail
+//! the exec's death).
 
 use crate::{PathMap, SlotContainer};
 use bollard::Docker;
@@ -94,6 +96,12 @@ const PROGRESS_ENV: &str = "SHOAL_PROGRESS_FD";
 /// How long `wait` waits for the engine's `exec_die` event (after which the
 /// process's OOM kills are counted) and for the exec to read as not running.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a process killed by SIGKILL (not by shoal) waits for the
+/// engine's `oom` event before its exit is reported without one: the event
+/// and the exec's death arrive separately (seen late under load). Only such
+/// kills pay it.
+const OOM_EVENT_GRACE: Duration = Duration::from_secs(3);
 
 /// How often a pending signal looks for the wrapper's pid file.
 const PID_POLL: Duration = Duration::from_millis(5);
@@ -421,14 +429,25 @@ impl RunningProcess for DockerProcess {
                 }
             },
         };
+        // One process runs in a slot's container at a time, so a kill since
+        // it started was of it or of one of its children.
+        let mut oom_killed = self.container.oom_kills() > self.oom_before;
+        if !oom_killed && status == ExitStatus::Signal(9) && !terminated {
+            // A SIGKILL shoal did not send: the engine's `oom` event travels
+            // apart from the exec's death and, under load, can come after it.
+            // Give it a moment rather than call an OOM kill a plain crash.
+            let deadline = Instant::now() + OOM_EVENT_GRACE;
+            while !oom_killed && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                oom_killed = self.container.oom_kills() > self.oom_before;
+            }
+        }
         Ok(ProcessExit {
             status,
             output: buffer.finish(),
             wall,
             terminated,
-            // One process runs in a slot's container at a time, so a kill
-            // since it started was of it or of one of its children.
-            oom_killed: self.container.oom_kills() > self.oom_before,
+            oom_killed,
         })
     }
 
