@@ -18,6 +18,16 @@ fn stored_kinds(c: &Cluster) -> Vec<String> {
     })
 }
 
+/// Every run in the coordinator's store (at least one) is of `kind`.
+#[track_caller]
+fn assert_all_runs_are(c: &Cluster, kind: &str) {
+    let kinds = stored_kinds(c);
+    assert!(
+        !kinds.is_empty() && kinds.iter().all(|k| k == kind),
+        "{kinds:?}"
+    );
+}
+
 /// `shoal ARGS --server URL` in the cluster's project.
 fn remote_cmd(c: &Cluster, args: &[&str]) -> crate::support::Cmd {
     c.project
@@ -71,11 +81,7 @@ per_store! {
             "{}",
             out.dump()
         );
-        let kinds = stored_kinds(&c);
-        assert!(
-            !kinds.is_empty() && kinds.iter().all(|k| k == "stress"),
-            "{kinds:?}"
-        );
+        assert_all_runs_are(&c, "stress");
     }
 }
 
@@ -112,11 +118,7 @@ fn bisect_flake_on_a_coordinator_names_the_culprit() {
         "{}",
         out.dump()
     );
-    let kinds = stored_kinds(&c);
-    assert!(
-        !kinds.is_empty() && kinds.iter().all(|k| k == "bisect"),
-        "{kinds:?}"
-    );
+    assert_all_runs_are(&c, "bisect");
 }
 
 #[test]
